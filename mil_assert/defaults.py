@@ -1,0 +1,64 @@
+"""The one place for the suite's defaults: training budget, seeds, data size."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_SEEDS = 5
+"""Seeds per (model, test) cell; ``--mil-seeds`` changes it."""
+
+INSTANCE_DIM = 16
+"""Instance dimension D of the synthetic bags (the prototype in shared/GUIDE.md used 16)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A fixed training budget, identical on CPU and GPU so verdicts never depend on hardware.
+
+    Attributes:
+        n_train_bags: training bags per seed (half positive).
+        n_eval_bags: bags in each of the validation and test sets.
+        epochs: passes over the training bags.
+        batch_size: bags per optimizer step (padded, with masks).
+        optimizer: ``"adam"`` or ``"adamw"``.
+        lr: learning rate.
+        weight_decay: weight decay of the optimizer.
+        max_seconds: wall-clock guard per seed; exceeding it turns the cell into ``error``.
+            It never changes a verdict otherwise.
+    """
+
+    n_train_bags: int = 500
+    n_eval_bags: int = 500
+    epochs: int = 60
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    max_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_train_bags", "n_eval_bags", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"budget field {name} must be a positive integer, got {value!r}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"budget field optimizer must be 'adam' or 'adamw', "
+                             f"got {self.optimizer!r}")
+        if not self.lr > 0:
+            raise ValueError(f"budget field lr must be positive, got {self.lr!r}")
+        if not self.max_seconds > 0:
+            raise ValueError(f"budget field max_seconds must be positive, got {self.max_seconds!r}")
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Budget:
+        """A copy with a model's overrides applied; unknown field names raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown budget field(s) {unknown}; known fields: {sorted(known)}")
+        return dataclasses.replace(self, **overrides)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,80 @@
+"""The model registry: what a model is, what it is declared to do, and how to find it.
+
+Each built-in model lives in one file under ``models/`` that defines a module-level
+``SPEC = ModelSpec(...)``; the registry discovers those files, so adding a model is a
+one-file change. A user's own model needs no registration: ``--model=pkg.module:factory``
+or ``--model=path/to/file.py:factory`` (see :mod:`mil_assert.loading`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from torch import nn
+
+Verdict = Literal["pass", "violation", "inconclusive", "error"]
+VERDICTS: tuple[str, ...] = ("pass", "violation", "inconclusive", "error")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A declared verdict for one test, from a measured run, with a one-line reason."""
+
+    verdict: Verdict
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"expected verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if not self.reason.strip():
+            raise ValueError("an expected verdict needs a one-line reason")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the suite can judge.
+
+    Attributes:
+        name: registry name, used in ``--model=NAME`` and in test ids.
+        factory: ``factory(dim) -> nn.Module``; the module maps ``X`` float ``[B, N, D]``
+            and ``mask`` bool ``[B, N]`` (True = real instance) to bag logits ``[B]``.
+        citation: the paper the architecture comes from.
+        respects: the MIL assumptions the model is designed to respect
+            (``"standard"``, ``"threshold"``); empty if none.
+        expected: declared verdict per test name; tests not listed are expected to pass
+            (``inconclusive`` is then reported as skipped).
+        budget: overrides of :class:`mil_assert.defaults.Budget` fields for this model.
+    """
+
+    name: str
+    factory: Callable[[int], nn.Module]
+    citation: str = ""
+    respects: tuple[str, ...] = ()
+    expected: Mapping[str, Expected] = field(default_factory=dict)
+    budget: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "expected", MappingProxyType(dict(self.expected)))
+        object.__setattr__(self, "budget", MappingProxyType(dict(self.budget)))
+
+
+def builtin_models() -> dict[str, ModelSpec]:
+    """Every ``SPEC`` defined in a module of ``mil_assert.models``, in file-name order."""
+    import mil_assert.models as package
+
+    specs: dict[str, ModelSpec] = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        spec = getattr(module, "SPEC", None)
+        if isinstance(spec, ModelSpec):
+            if spec.name in specs:
+                raise ValueError(f"two built-in models are named {spec.name!r}")
+            specs[spec.name] = spec
+    return specs

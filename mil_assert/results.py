@@ -1,0 +1,55 @@
+"""The result of one (model, test) cell and how it serialises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mil_assert.metrics import SeedSummary
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """Verdict and AUCs of one model on one test over all seeds.
+
+    ``val_auc`` / ``test_auc`` are ``None`` when no seed finished (``error``);
+    ``message`` holds the verdict's reason, or the error.
+    """
+
+    model: str
+    test: str
+    verdict: str
+    expected: str | None
+    expected_reason: str | None
+    seeds: tuple[int, ...]
+    val_auc: SeedSummary | None
+    test_auc: SeedSummary | None
+    seconds: float
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "test": self.test,
+            "verdict": self.verdict,
+            "expected": self.expected,
+            "expected_reason": self.expected_reason,
+            "seeds": list(self.seeds),
+            "val_auc": None if self.val_auc is None else self.val_auc.as_dict(),
+            "test_auc": None if self.test_auc is None else self.test_auc.as_dict(),
+            "seconds": round(self.seconds, 3),
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellResult:
+        def summary(entry: dict[str, Any] | None) -> SeedSummary | None:
+            return None if entry is None else SeedSummary.of(entry["per_seed"])
+
+        return cls(
+            model=data["model"], test=data["test"], verdict=data["verdict"],
+            expected=data.get("expected"), expected_reason=data.get("expected_reason"),
+            seeds=tuple(data.get("seeds", ())), val_auc=summary(data["val_auc"]),
+            test_auc=summary(data["test_auc"]), seconds=float(data["seconds"]),
+            message=data["message"],
+        )

@@ -1,0 +1,44 @@
+"""mi-Net: instance-space network with max pooling of instance scores.
+
+Wang, Yan, Tang, Bai & Liu, "Revisiting multiple instance neural networks", Pattern
+Recognition 74, 2018. An MLP scores every instance on its own; the bag logit is the
+maximum instance score, ``y = max_j h(x_j)``: the canonical MIL-respecting form (Raff &
+Holt 2023, section 1). Width here is 64 (the paper: 256-128-64) to suit a CPU.
+
+What its pooling can express: "positive iff some instance is positive". It is
+set-monotone (an extra instance never lowers the score) and count-free (duplicates never
+change it), so it cannot use absence or counts as evidence, and it cannot express "A and
+B" (threshold MIL).
+
+Shapes: ``X`` float ``[B, N, D]``, ``mask`` bool ``[B, N]`` -> bag logits ``[B]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from mil_assert.models._pooling import masked_max
+from torch import nn
+
+from mil_assert.registry import ModelSpec
+
+
+class MiNet(nn.Module):
+    def __init__(self, dim: int, width: int = 64) -> None:
+        super().__init__()
+        self.score = nn.Sequential(
+            nn.Linear(dim, width), nn.ReLU(),
+            nn.Linear(width, width), nn.ReLU(),
+            nn.Linear(width, 1),
+        )
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_max(self.score(X).squeeze(-1), mask)
+
+
+SPEC = ModelSpec(
+    name="mi_net",
+    factory=MiNet,
+    citation="Wang et al., Revisiting multiple instance neural networks, Pattern Recognition 2018",
+    respects=("standard",),
+    expected={},
+)

@@ -1,0 +1,92 @@
+"""``false_frequency``: threshold MIL with a count shortcut (Raff & Holt 2023, Algorithm 3).
+
+A bag is positive iff it holds at least one instance of concept A and one of concept B.
+Per bag (Normal parameters per dimension, second value a standard deviation):
+
+- positive bag: one A ~ N(2, 0.1) (label 1), one B ~ N(3, 0.1) (label 2), plus
+  m ~ U{1, ..., max_background} background N(0, 1);
+- negative bag: t copies of one concept, A or B with equal chance, plus m background;
+  t = 1 in the training and validation sets, t ~ U{35, ..., 44} in the test set.
+
+"More concept instances means positive" fits the training data; on the test set the
+negatives hold many more concept instances than the positives, so a counting model ranks
+them upside down. A count-free model does not notice. No poison.
+
+Source: Raff & Holt, NeurIPS 2023 (arXiv 2310.17867), Algorithm 3, with defaults as in
+torchmil's ``false_frequency_dataset.py``; torchmil's negatives always use concept A
+(``randint(0, 1)`` is always 0): here they use A or B with equal chance, as the paper says.
+"""
+
+from __future__ import annotations
+
+import torch
+from mil_assert.synthetic.bags import (
+    BACKGROUND_NOISE,
+    CONCEPT_A_NOISE,
+    CONCEPT_B_NOISE,
+    Bags,
+    Splits,
+    assemble_bags,
+    balanced_labels,
+    check_params,
+    uniform_int,
+)
+from mil_assert.synthetic.catalog import AlgorithmicTest
+
+from mil_assert.seeding import cpu_generator
+
+
+def _split(n_bags: int, dim: int, max_background: int, copies: tuple[int, int], seed: int,
+           stream: str) -> Bags:
+    generator = cpu_generator(seed, stream)
+    y = balanced_labels(n_bags)
+    positive = y == 1
+    t = uniform_int(copies[0], copies[1], n_bags, generator)
+    negative_is_a = torch.rand(n_bags, generator=generator) < 0.5
+    n_a = torch.where(positive, 1, t * negative_is_a.long())
+    n_b = torch.where(positive, 1, t * (~negative_is_a).long())
+    m = uniform_int(1, max_background, n_bags, generator)
+    parts = [(CONCEPT_A_NOISE, n_a), (CONCEPT_B_NOISE, n_b), (BACKGROUND_NOISE, m)]
+    return assemble_bags(parts, y, dim, generator)
+
+
+def generate(
+    seed: int,
+    *,
+    dim: int = 16,
+    n_train: int = 500,
+    n_eval: int = 500,
+    max_background: int = 9,
+    test_copies: tuple[int, int] = (35, 44),
+) -> Splits:
+    """Training, validation and test bags of the ``false_frequency`` test.
+
+    Args:
+        seed: the run's seed; the same seed gives bit-identical bags.
+        dim: instance dimension D.
+        n_train: number of training bags (half positive).
+        n_eval: number of validation bags and of test bags (half positive).
+        max_background: background instances per bag are drawn from U{1, ..., this}.
+        test_copies: ``(low, high)``: negative test bags hold U{low, ..., high} copies.
+    """
+    check_params(dim, n_train, n_eval, max_background=max_background)
+    if max_background < 1:
+        raise ValueError(f"max_background must be at least 1, got {max_background}")
+    low, high = test_copies
+    if not (isinstance(low, int) and isinstance(high, int) and 2 <= low <= high):
+        raise ValueError(f"test_copies must be integers (low, high) with 2 <= low <= high "
+                         f"(negative training bags hold 1 copy), got {test_copies!r}")
+    return Splits(
+        train=_split(n_train, dim, max_background, (1, 1), seed, "data/false_frequency/train"),
+        val=_split(n_eval, dim, max_background, (1, 1), seed, "data/false_frequency/val"),
+        test=_split(n_eval, dim, max_background, (low, high), seed, "data/false_frequency/test"),
+    )
+
+
+TEST = AlgorithmicTest(
+    name="false_frequency",
+    generate=generate,
+    assumption="threshold",
+    kind="shift",
+    source="Raff & Holt 2023, Algorithm 3",
+)

@@ -1,0 +1,85 @@
+"""``threshold_poisoned``: threshold MIL with a poisoned shortcut (Raff & Holt 2023, Algorithm 2).
+
+A bag is positive iff it holds at least one instance of concept A and at least one of
+concept B (threshold MIL with two concepts, both thresholds 1). Per bag (Normal
+parameters per dimension, second value a standard deviation):
+
+- positive bag: k ~ U{1, 2, 3} instances of A ~ N(2, 0.1) (label 1) and k of
+  B ~ N(3, 0.1) (label 2), plus m ~ U{1, ..., max_background} background N(0, 1);
+- negative bag: one instance of A or of B (equal chance) plus m background;
+- poison N(-10, 0.1) (label -1): one in every negative training and validation bag, one in
+  every positive test bag.
+
+Source: Raff & Holt, NeurIPS 2023 (arXiv 2310.17867), Algorithm 2, with defaults as in
+torchmil's ``mc_standard_dataset.py``; here the seed controls every draw and bags are
+shuffled.
+"""
+
+from __future__ import annotations
+
+import torch
+from mil_assert.synthetic.bags import (
+    BACKGROUND_NOISE,
+    CONCEPT_A_NOISE,
+    CONCEPT_B_NOISE,
+    POISON_NOISE,
+    Bags,
+    Splits,
+    assemble_bags,
+    balanced_labels,
+    check_params,
+    uniform_int,
+)
+from mil_assert.synthetic.catalog import AlgorithmicTest
+
+from mil_assert.seeding import cpu_generator
+
+
+def _split(n_bags: int, dim: int, max_background: int, poison_in: int, seed: int,
+           stream: str) -> Bags:
+    generator = cpu_generator(seed, stream)
+    y = balanced_labels(n_bags)
+    positive = y == 1
+    k = uniform_int(1, 3, n_bags, generator)
+    negative_is_a = torch.rand(n_bags, generator=generator) < 0.5
+    n_a = torch.where(positive, k, (~positive & negative_is_a).long())
+    n_b = torch.where(positive, k, (~positive & ~negative_is_a).long())
+    m = uniform_int(1, max_background, n_bags, generator)
+    parts = [
+        (CONCEPT_A_NOISE, n_a),
+        (CONCEPT_B_NOISE, n_b),
+        (BACKGROUND_NOISE, m),
+        (POISON_NOISE, (y == poison_in).long()),
+    ]
+    return assemble_bags(parts, y, dim, generator)
+
+
+def generate(
+    seed: int, *, dim: int = 16, n_train: int = 500, n_eval: int = 500, max_background: int = 9
+) -> Splits:
+    """Training, validation and test bags of the ``threshold_poisoned`` test.
+
+    Args:
+        seed: the run's seed; the same seed gives bit-identical bags.
+        dim: instance dimension D.
+        n_train: number of training bags (half positive).
+        n_eval: number of validation bags and of test bags (half positive).
+        max_background: background instances per bag are drawn from U{1, ..., this}.
+    """
+    check_params(dim, n_train, n_eval, max_background=max_background)
+    if max_background < 1:
+        raise ValueError(f"max_background must be at least 1, got {max_background}")
+    return Splits(
+        train=_split(n_train, dim, max_background, 0, seed, "data/threshold_poisoned/train"),
+        val=_split(n_eval, dim, max_background, 0, seed, "data/threshold_poisoned/val"),
+        test=_split(n_eval, dim, max_background, 1, seed, "data/threshold_poisoned/test"),
+    )
+
+
+TEST = AlgorithmicTest(
+    name="threshold_poisoned",
+    generate=generate,
+    assumption="threshold",
+    kind="shift",
+    source="Raff & Holt 2023, Algorithm 2",
+)
