@@ -193,4 +193,5 @@ def run_cell(
         expected_reason=None if expected is None else expected.reason,
         seeds=tuple(int(s) for s in seeds), val_auc=val, test_auc=tst,
         seconds=time.monotonic() - started, message=message,
+        budget_overrides=dict(spec.budget),
     )

@@ -65,8 +65,8 @@ def load_user_model(item: str, base_dir: Path, builtins: dict[str, ModelSpec]) -
             if str(base_dir) not in sys.path:
                 sys.path.insert(0, str(base_dir))
             module = importlib.import_module(target)
-    except ModelSpecError:
-        raise
+    except ModelSpecError as error:
+        raise ModelSpecError(f"{error}; {_choices(builtins)}") from None
     except Exception as error:
         raise ModelSpecError(f"cannot import {target!r} for --model {item!r}: "
                              f"{type(error).__name__}: {error}; {_choices(builtins)}") from error
@@ -80,7 +80,8 @@ def load_user_model(item: str, base_dir: Path, builtins: dict[str, ModelSpec]) -
         return obj
     if not callable(obj):
         raise ModelSpecError(f"{item!r} is a {type(obj).__name__}, not a factory: it must be "
-                             f"callable as factory(dim) -> torch.nn.Module, or a ModelSpec")
+                             f"callable as factory(dim) -> torch.nn.Module, or a ModelSpec; "
+                             f"{_choices(builtins)}")
     return ModelSpec(name=item, factory=obj, citation=f"user model {item}")
 
 

@@ -151,9 +151,10 @@ class ComplianceSession:
     def pytest_report_header(self) -> str:
         state = self.state
         return (f"mil-assert: models {', '.join(m.name for m in state.models)}; "
-                f"{len(state.seeds)} seeds per cell; device {state.device}; budget "
+                f"{len(state.seeds)} seeds per cell; device {state.device}; default budget "
                 f"{state.budget.epochs} epochs x {state.budget.n_train_bags} bags, "
-                f"batch {state.budget.batch_size}")
+                f"batch {state.budget.batch_size}, {state.budget.optimizer} "
+                f"lr {state.budget.lr:g}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":

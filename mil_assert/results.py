@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mil_assert.metrics import SeedSummary
@@ -26,6 +26,7 @@ class CellResult:
     test_auc: SeedSummary | None
     seconds: float
     message: str
+    budget_overrides: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +40,7 @@ class CellResult:
             "test_auc": None if self.test_auc is None else self.test_auc.as_dict(),
             "seconds": round(self.seconds, 3),
             "message": self.message,
+            "budget_overrides": dict(self.budget_overrides),
         }
 
     @classmethod
@@ -51,5 +53,5 @@ class CellResult:
             expected=data.get("expected"), expected_reason=data.get("expected_reason"),
             seeds=tuple(data.get("seeds", ())), val_auc=summary(data["val_auc"]),
             test_auc=summary(data["test_auc"]), seconds=float(data["seconds"]),
-            message=data["message"],
+            message=data["message"], budget_overrides=dict(data.get("budget_overrides", {})),
         )

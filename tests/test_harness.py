@@ -1,0 +1,80 @@
+"""The harness: seeds give identical results, broken models become error cells."""
+
+from __future__ import annotations
+
+import pytest
+import toy_models
+import torch
+
+from mil_assert.defaults import Budget
+from mil_assert.harness import resolve_device, run_cell
+from mil_assert.registry import ModelSpec, builtin_models
+from mil_assert.synthetic import TESTS
+
+CPU = torch.device("cpu")
+SMALL = Budget(n_train_bags=64, n_eval_bags=64, epochs=3)
+
+
+def cell(spec: ModelSpec, test: str = "single_concept", seeds=(0, 1), budget: Budget = SMALL):
+    return run_cell(spec, TESTS[test], list(seeds), budget, 8, CPU)
+
+
+def test_same_seeds_give_identical_per_seed_aucs():
+    spec = builtin_models()["abmil"]
+    first, second = cell(spec, seeds=(3, 4)), cell(spec, seeds=(3, 4))
+    assert first.val_auc.per_seed == second.val_auc.per_seed
+    assert first.test_auc.per_seed == second.test_auc.per_seed
+    other = cell(spec, seeds=(5, 6))
+    assert other.val_auc.per_seed != first.val_auc.per_seed
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (toy_models.wrong_shape, "shape [B] = (32,), got (32, 1)"),
+        (toy_models.raises, "RuntimeError: this model is broken on purpose"),
+        (toy_models.returns_nan, "non-finite"),
+        (ModelSpec("not_a_module", factory=lambda dim: "model"), "not a torch.nn.Module"),
+        (ModelSpec("bad_budget", factory=toy_models.InstanceMax, budget={"epoch": 2}),
+         "unknown budget field"),
+    ],
+    ids=lambda v: getattr(v, "name", None),
+)
+def test_broken_models_become_error_cells_with_the_message(spec, message):
+    result = cell(spec)
+    assert result.verdict == "error"
+    assert message in result.message
+    assert result.message.startswith("seed 0:")
+
+
+def test_wall_clock_guard_turns_a_runaway_into_an_error():
+    result = cell(toy_models.tiny_max, budget=Budget(n_train_bags=64, n_eval_bags=64,
+                                                     epochs=50, max_seconds=1e-6))
+    assert result.verdict == "error" and "wall-clock guard" in result.message
+
+
+def test_a_model_can_train_with_its_own_loss():
+    calls = []
+
+    class OwnLoss(toy_models.InstanceMax):
+        def loss(self, X, mask, y):
+            calls.append(X.shape[0])
+            return torch.nn.functional.binary_cross_entropy_with_logits(self(X, mask), y)
+
+    result = cell(ModelSpec("own_loss", factory=OwnLoss), seeds=(0, 1))
+    assert result.verdict != "error", result.message
+    assert len(calls) == 2 * SMALL.epochs * 2  # 2 seeds x epochs x 2 batches of 32
+
+
+def test_unknown_device_is_a_clear_error():
+    with pytest.raises(ValueError, match="auto, cpu or cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+@pytest.mark.parametrize("field", ["epochs", "batch_size", "n_train_bags"])
+def test_budget_rejects_non_positive_sizes(field):
+    with pytest.raises(ValueError, match=field):
+        Budget(**{field: 0})

@@ -1,0 +1,130 @@
+"""The pytest plugin end to end: model selection, errors, strict declarations, reports, xdist.
+
+Each test runs the real suite (``tests/test_compliance.py``) in a fresh pytest process on
+the small models of ``tests/toy_models.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TOY = REPO / "tests" / "toy_models.py"
+
+
+def run_suite(
+    *args: str, cwd: Path = REPO, report: Path | None = None
+) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pytest", str(REPO / "tests" / "test_compliance.py"),
+               "-p", "no:cacheprovider", "--mil-seeds=2", "-v", "-rA", *args]
+    if report is not None:
+        command.append(f"--mil-report={report}")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_unknown_model_fails_with_the_list_of_models():
+    run = run_suite("--model=no_such_model")
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert "unknown model 'no_such_model'" in run.stderr
+    assert "abmil" in run.stderr and "mi_net" in run.stderr and "path/to/file.py:factory" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("tests/missing_file.py:factory", "not found"),
+        ("tests/toy_models.py:no_such_factory", "has no attribute 'no_such_factory'"),
+        ("no_such_package.module:factory", "cannot import 'no_such_package.module'"),
+        ("tests/toy_models.py:TINY_BUDGET", "not a factory"),
+    ],
+)
+def test_unimportable_model_fails_with_a_clear_message(spec, message):
+    run = run_suite(f"--model={spec}")
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert message in run.stderr and "built-in models: abmil" in run.stderr
+
+
+def test_a_file_model_runs_from_the_repository_root(tmp_path):
+    report = tmp_path / "report.json"
+    run = run_suite("--model=tests/toy_models.py:tiny_max", "-k", "single_concept", report=report)
+    assert "test_single_concept[tiny_max]" in run.stdout, run.stdout + run.stderr
+    assert run.returncode in (0, 1)
+    result = json.loads(report.read_text())["results"][0]
+    assert (result["model"], result["test"]) == ("tiny_max", "single_concept")
+    assert result["verdict"] in ("pass", "inconclusive", "violation")
+
+
+def test_a_file_model_outside_the_repository(tmp_path):
+    outside = tmp_path / "elsewhere" / "my_mil_model.py"
+    outside.parent.mkdir()
+    outside.write_text(TOY.read_text())
+    run = run_suite(f"--model={outside}:shortcut_undeclared", "-k", "single_concept",
+                    cwd=tmp_path)
+    assert "test_single_concept[shortcut_undeclared] FAILED" in run.stdout, run.stdout + run.stderr
+    assert "MIL violation" in run.stdout and run.returncode == 1
+
+
+def test_declarations_are_strict(tmp_path):
+    report = tmp_path / "r.json"
+    run = run_suite(f"--model={TOY}:shortcut,{TOY}:shortcut_declared_pass", "-k",
+                    "single_concept", report=report)
+    out = run.stdout
+    assert "XFAIL" in out and "test_single_concept[shortcut]" in out, out + run.stderr
+    assert "test_single_concept[shortcut_declared_pass] FAILED" in out
+    assert "declared pass (a wrong declaration, to see it fail), measured violation" in out
+    verdicts = {r["model"]: r["verdict"] for r in json.loads(report.read_text())["results"]}
+    assert verdicts == {"shortcut": "violation", "shortcut_declared_pass": "violation"}
+
+
+def test_broken_models_become_error_cells_and_the_report_completes(tmp_path):
+    report = tmp_path / "nested" / "report.json"
+    models = ",".join(f"{TOY}:{name}" for name in ("wrong_shape", "raises", "returns_nan",
+                                                    "tiny_max"))
+    run = run_suite(f"--model={models}", report=report)
+    assert run.returncode == 1
+    assert "MIL compliance matrix" in run.stdout
+    data = json.loads(report.read_text())
+    assert data["schema"] == "mil-assert/report/v1"
+    assert {"python", "torch", "numpy", "mil_assert", "device"} <= set(data["environment"])
+    assert data["seeds"] == [0, 1] and data["budget"]["epochs"] == 60
+    by_model: dict[str, list[dict]] = {}
+    for result in data["results"]:
+        by_model.setdefault(result["model"], []).append(result)
+    assert all(len(cells) == 4 for cells in by_model.values()), "every cell completes"
+    assert all(c["verdict"] == "error" for m in ("wrong_shape", "raises", "returns_nan")
+               for c in by_model[m])
+    assert "got (32, 1)" in by_model["wrong_shape"][0]["message"]
+    assert "broken on purpose" in by_model["raises"][0]["message"]
+    assert "non-finite" in by_model["returns_nan"][0]["message"]
+    assert all(c["verdict"] != "error" for c in by_model["tiny_max"])
+    for cell in by_model["tiny_max"]:
+        assert set(cell) >= {"model", "test", "verdict", "expected", "val_auc", "test_auc",
+                             "seconds", "message"}
+        assert len(cell["test_auc"]["per_seed"]) == 2
+
+
+def test_xdist_and_serial_runs_agree(tmp_path):
+    models = f"--model={TOY}:tiny_max,{TOY}:shortcut_undeclared"
+    serial = run_suite(models, report=tmp_path / "serial.json")
+    parallel = run_suite(models, "-n", "2", report=tmp_path / "parallel.json")
+    assert "gw0" in parallel.stdout or "2 workers" in parallel.stdout, parallel.stdout
+
+    def matrix(run):
+        lines = run.stdout.splitlines()
+        start = next(i for i, line in enumerate(lines) if "MIL compliance matrix" in line)
+        return lines[start + 1:start + 5]
+
+    assert matrix(serial) == matrix(parallel)
+
+    def cells(path):
+        return [(r["model"], r["test"], r["verdict"], r["val_auc"]["per_seed"],
+                 r["test_auc"]["per_seed"]) for r in json.loads(path.read_text())["results"]]
+
+    assert cells(tmp_path / "serial.json") == cells(tmp_path / "parallel.json")

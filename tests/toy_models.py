@@ -1,0 +1,81 @@
+"""Small models for the suite's own tests, and an example of a user's model file.
+
+Run one from the repository root with, e.g.::
+
+    pytest tests/test_compliance.py --model=tests/toy_models.py:instance_max
+
+A factory is any callable ``factory(dim) -> nn.Module``; a ``ModelSpec`` may also carry a
+budget override and declared verdicts. The specs here shrink the budget so the suite's
+self-tests run in seconds; their verdicts are not measurements of anything.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mil_assert.registry import Expected, ModelSpec
+
+TINY_BUDGET = {"n_train_bags": 64, "n_eval_bags": 64, "epochs": 3}
+
+
+class InstanceMax(nn.Module):
+    """A linear instance score, max-pooled: ``[B, N, D] -> [B]``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.score(X).squeeze(-1).masked_fill(~mask, -1e9).amax(dim=1)
+
+
+class WrongShape(InstanceMax):
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return super().forward(X, mask)[:, None]  # [B, 1] instead of [B]
+
+
+class Raises(InstanceMax):
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("this model is broken on purpose")
+
+
+class ReturnsNaN(InstanceMax):
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return super().forward(X, mask) * torch.nan
+
+
+def instance_max(dim: int) -> nn.Module:
+    """A plain factory: judged with the default budget and no declarations."""
+    return InstanceMax(dim)
+
+
+tiny_max = ModelSpec(name="tiny_max", factory=InstanceMax, budget=TINY_BUDGET)
+wrong_shape = ModelSpec(name="wrong_shape", factory=WrongShape, budget=TINY_BUDGET)
+raises = ModelSpec(name="raises", factory=Raises, budget=TINY_BUDGET)
+returns_nan = ModelSpec(name="returns_nan", factory=ReturnsNaN, budget=TINY_BUDGET)
+
+
+class LowestInstance(nn.Module):
+    """A fixed shortcut: the bag logit is its lowest instance mean, so the poison
+    (N(-10, 0.1)) means "negative". It has one unused parameter so it can be "trained"."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(()))
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lowest = X.mean(dim=-1).masked_fill(~mask, float("inf")).amin(dim=1)
+        return lowest + 0.0 * self.unused
+
+
+shortcut = ModelSpec(
+    name="shortcut", factory=LowestInstance, budget=TINY_BUDGET,
+    expected={"single_concept": Expected("violation", "the poison marks negatives by design")},
+)
+shortcut_undeclared = ModelSpec(name="shortcut_undeclared", factory=LowestInstance,
+                                budget=TINY_BUDGET)
+shortcut_declared_pass = ModelSpec(
+    name="shortcut_declared_pass", factory=LowestInstance, budget=TINY_BUDGET,
+    expected={"single_concept": Expected("pass", "a wrong declaration, to see it fail")},
+)
