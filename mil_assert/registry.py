@@ -71,10 +71,24 @@ def builtin_models() -> dict[str, ModelSpec]:
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        try:
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+        except Exception as error:  # noqa: BLE001 - one broken file must not hide the others
+            specs[info.name] = _unimportable(info.name, error)
+            continue
         spec = getattr(module, "SPEC", None)
         if isinstance(spec, ModelSpec):
             if spec.name in specs:
                 raise ValueError(f"two built-in models are named {spec.name!r}")
             specs[spec.name] = spec
     return specs
+
+
+def _unimportable(name: str, error: Exception) -> ModelSpec:
+    """A spec whose factory re-raises the import error, so its cells read ``error``."""
+    message = f"models/{name}.py failed to import: {type(error).__name__}: {error}"
+
+    def factory(dim: int) -> nn.Module:
+        raise ImportError(message)
+
+    return ModelSpec(name=name, factory=factory, citation=message)

@@ -19,7 +19,7 @@ import torch
 from mil_assert.models._pooling import masked_softmax
 from torch import nn
 
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 class ABMIL(nn.Module):
@@ -42,5 +42,14 @@ SPEC = ModelSpec(
     factory=ABMIL,
     citation="Ilse, Tomczak & Welling, Attention-based Deep Multiple Instance Learning, ICML 2018",
     respects=(),
-    expected={},
+    expected={
+        "single_concept": Expected("violation", "the poison draws the attention and marks "
+                                   "negatives: test AUC 0.00-0.01 on 12 of 12 seeds"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: validation "
+                                       "AUC 1.00, test AUC 0.00 on 12 of 12 seeds"),
+        "false_frequency": Expected("violation", "the attention-weighted mean counts concept "
+                                    "copies: test AUC 0.09-0.17, inverted, on 12 of 12 seeds"),
+        "label_swap": Expected("violation", "softmax attention uses absence as positive "
+                               "evidence: held-out AUC 0.79-0.88 on 12 of 12 seeds"),
+    },
 )

@@ -19,7 +19,7 @@ import torch
 from mil_assert.models._pooling import masked_max
 from torch import nn
 
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 class MiNet(nn.Module):
@@ -40,5 +40,14 @@ SPEC = ModelSpec(
     factory=MiNet,
     citation="Wang et al., Revisiting multiple instance neural networks, Pattern Recognition 2018",
     respects=("standard",),
-    expected={},
+    expected={
+        "single_concept": Expected("pass", "max of instance scores cannot use the poison: "
+                                   "validation and test AUC 0.81-0.95 on 12 of 12 seeds"),
+        "threshold_poisoned": Expected("inconclusive", "one max-pooled score cannot express "
+                                       "'A and B': validation AUC below 0.6 on 10 of 12 seeds"),
+        "false_frequency": Expected("inconclusive", "one max-pooled score cannot express "
+                                    "'A and B': validation AUC 0.48-0.64 on 12 of 12 seeds"),
+        "label_swap": Expected("pass", "set-monotone, cannot learn absence: held-out AUC "
+                               "0.43-0.53 on 12 of 12 seeds"),
+    },
 )

@@ -17,7 +17,7 @@ import torch
 from mil_assert.models._pooling import masked_max
 from torch import nn
 
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 class MINet(nn.Module):
@@ -38,5 +38,14 @@ SPEC = ModelSpec(
     factory=MINet,
     citation="Wang et al., Revisiting multiple instance neural networks, Pattern Recognition 2018",
     respects=(),
-    expected={},
+    expected={
+        "single_concept": Expected("violation", "the head weighs the max-pooled poison feature "
+                                   "negatively: test AUC 0.00-0.01 on 12 of 12 seeds"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: validation "
+                                       "AUC 1.00, test AUC 0.00 on 12 of 12 seeds"),
+        "false_frequency": Expected("inconclusive", "does not learn 'A and B' in the budget: "
+                                    "validation AUC 0.64-0.72 on 12 of 12 seeds"),
+        "label_swap": Expected("violation", "a negative head weight on the concept's max "
+                               "feature learns absence: held-out AUC 0.96-0.99 on 12 of 12 seeds"),
+    },
 )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import toy_models
 import torch
+import toy_models
+from mil_assert.synthetic import TESTS
 
 from mil_assert.defaults import Budget
 from mil_assert.harness import resolve_device, run_cell
 from mil_assert.registry import ModelSpec, builtin_models
-from mil_assert.synthetic import TESTS
 
 CPU = torch.device("cpu")
 SMALL = Budget(n_train_bags=64, n_eval_bags=64, epochs=3)

@@ -33,7 +33,8 @@ def test_unknown_model_fails_with_the_list_of_models():
     run = run_suite("--model=no_such_model")
     assert run.returncode == 4, run.stdout + run.stderr
     assert "unknown model 'no_such_model'" in run.stderr
-    assert "abmil" in run.stderr and "mi_net" in run.stderr and "path/to/file.py:factory" in run.stderr
+    assert "abmil" in run.stderr and "mi_net" in run.stderr
+    assert "path/to/file.py:factory" in run.stderr
 
 
 @pytest.mark.parametrize(
