@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from mil_assert.loading import ModelSpecError, resolve_models
 
 REPO = Path(__file__).resolve().parent.parent
 TOY = REPO / "tests" / "toy_models.py"
@@ -44,12 +47,18 @@ def test_unknown_model_fails_with_the_list_of_models():
         ("tests/toy_models.py:no_such_factory", "has no attribute 'no_such_factory'"),
         ("no_such_package.module:factory", "cannot import 'no_such_package.module'"),
         ("tests/toy_models.py:TINY_BUDGET", "not a factory"),
+        ("abmil,,mi_net", "empty item"),
     ],
 )
-def test_unimportable_model_fails_with_a_clear_message(spec, message):
-    run = run_suite(f"--model={spec}")
-    assert run.returncode == 4, run.stdout + run.stderr
-    assert message in run.stderr and "built-in models: abmil" in run.stderr
+def test_unloadable_model_is_a_clear_error(spec, message):
+    with pytest.raises(ModelSpecError, match=re.escape(message)) as error:
+        resolve_models(spec, REPO)
+    assert "built-in models: abmil" in str(error.value)
+
+
+def test_a_model_selected_twice_is_a_clear_error():
+    with pytest.raises(ModelSpecError, match="selected twice"):
+        resolve_models("abmil,mi_net,abmil", REPO)
 
 
 def test_a_file_model_runs_from_the_repository_root(tmp_path):
@@ -62,26 +71,23 @@ def test_a_file_model_runs_from_the_repository_root(tmp_path):
     assert result["verdict"] in ("pass", "inconclusive", "violation")
 
 
-def test_a_file_model_outside_the_repository(tmp_path):
+def test_a_file_model_outside_the_repository_and_strict_declarations(tmp_path):
     outside = tmp_path / "elsewhere" / "my_mil_model.py"
     outside.parent.mkdir()
     outside.write_text(TOY.read_text())
-    run = run_suite(f"--model={outside}:shortcut_undeclared", "-k", "single_concept",
-                    cwd=tmp_path)
-    assert "test_single_concept[shortcut_undeclared] FAILED" in run.stdout, run.stdout + run.stderr
-    assert "MIL violation" in run.stdout and run.returncode == 1
-
-
-def test_declarations_are_strict(tmp_path):
     report = tmp_path / "r.json"
-    run = run_suite(f"--model={TOY}:shortcut,{TOY}:shortcut_declared_pass", "-k",
-                    "single_concept", report=report)
-    out = run.stdout
-    assert "XFAIL" in out and "test_single_concept[shortcut]" in out, out + run.stderr
+    models = ",".join(f"{outside}:{name}" for name in
+                      ("shortcut", "shortcut_undeclared", "shortcut_declared_pass"))
+    run = run_suite(f"--model={models}", "-k", "single_concept", cwd=tmp_path, report=report)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert "test_single_concept[shortcut] XFAIL" in out  # declared violation, measured one
+    assert "test_single_concept[shortcut_undeclared] FAILED" in out
+    assert "MIL violation: shortcut_undeclared on single_concept" in out
     assert "test_single_concept[shortcut_declared_pass] FAILED" in out
     assert "declared pass (a wrong declaration, to see it fail), measured violation" in out
     verdicts = {r["model"]: r["verdict"] for r in json.loads(report.read_text())["results"]}
-    assert verdicts == {"shortcut": "violation", "shortcut_declared_pass": "violation"}
+    assert set(verdicts.values()) == {"violation"}
 
 
 def test_broken_models_become_error_cells_and_the_report_completes(tmp_path):
