@@ -15,7 +15,7 @@ instance loss, say); otherwise the harness minimises binary cross-entropy on the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -160,7 +160,7 @@ def check_logits(logits: object, n_bags: int) -> None:
 
 def run_cell(
     spec: ModelSpec, test: AlgorithmicTest, seeds: Sequence[int], budget: Budget, dim: int,
-    device: torch.device, progress: Callable[[str], None] | None = None,
+    device: torch.device,
 ) -> CellResult:
     """Train and judge one (model, test) cell over ``seeds``.
 
@@ -174,10 +174,6 @@ def run_cell(
         cell_budget = budget.with_overrides(spec.budget)
         for seed in seeds:
             scores.append(train_seed(spec, test, seed, cell_budget, dim, device))
-            if progress is not None:
-                last = scores[-1]
-                progress(f"{spec.name} / {test.name} seed {seed}: validation AUC "
-                         f"{last.val_auc:.3f}, test AUC {last.test_auc:.3f} ({last.seconds:.1f} s)")
         val = SeedSummary.of([s.val_auc for s in scores])
         tst = SeedSummary.of([s.test_auc for s in scores])
         verdict, message = judge(test.kind, val, tst)

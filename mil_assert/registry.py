@@ -19,6 +19,7 @@ from torch import nn
 
 Verdict = Literal["pass", "violation", "inconclusive", "error"]
 VERDICTS: tuple[str, ...] = ("pass", "violation", "inconclusive", "error")
+DECLARABLE: tuple[str, ...] = ("pass", "violation", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,9 @@ class Expected:
     reason: str
 
     def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"expected verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.verdict not in DECLARABLE:
+            raise ValueError(f"a declared verdict must be one of {DECLARABLE} (an error always "
+                             f"fails), got {self.verdict!r}")
         if not self.reason.strip():
             raise ValueError("an expected verdict needs a one-line reason")
 

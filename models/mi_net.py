@@ -16,9 +16,9 @@ Shapes: ``X`` float ``[B, N, D]``, ``mask`` bool ``[B, N]`` -> bag logits ``[B]`
 from __future__ import annotations
 
 import torch
-from mil_assert.models._pooling import masked_max
 from torch import nn
 
+from mil_assert.models._pooling import masked_max
 from mil_assert.registry import Expected, ModelSpec
 
 

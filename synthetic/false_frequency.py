@@ -20,6 +20,8 @@ torchmil's ``false_frequency_dataset.py``; torchmil's negatives always use conce
 from __future__ import annotations
 
 import torch
+
+from mil_assert.seeding import cpu_generator
 from mil_assert.synthetic.bags import (
     BACKGROUND_NOISE,
     CONCEPT_A_NOISE,
@@ -32,8 +34,6 @@ from mil_assert.synthetic.bags import (
     uniform_int,
 )
 from mil_assert.synthetic.catalog import AlgorithmicTest
-
-from mil_assert.seeding import cpu_generator
 
 
 def _split(n_bags: int, dim: int, max_background: int, copies: tuple[int, int], seed: int,

@@ -19,11 +19,10 @@ the concept distribution is that of their Algorithm 1.
 
 from __future__ import annotations
 
+from mil_assert.seeding import cpu_generator
 from mil_assert.synthetic.bags import Bags, Splits, assemble_bags, balanced_labels, check_params
 from mil_assert.synthetic.catalog import AlgorithmicTest
 from mil_assert.synthetic.single_concept import concept_parts
-
-from mil_assert.seeding import cpu_generator
 
 
 def _split(n_bags: int, dim: int, background: int, seed: int, stream: str) -> Bags:

@@ -22,6 +22,8 @@ shuffled within bags and the bag order is shuffled.
 from __future__ import annotations
 
 import torch
+
+from mil_assert.seeding import cpu_generator
 from mil_assert.synthetic.bags import (
     BACKGROUND_NOISE,
     CONCEPT_A,
@@ -35,8 +37,6 @@ from mil_assert.synthetic.bags import (
     uniform_int,
 )
 from mil_assert.synthetic.catalog import AlgorithmicTest
-
-from mil_assert.seeding import cpu_generator
 
 CONCEPT_WIDE = Component(CONCEPT_A, 0.0, 3.0)
 CONCEPT_NARROW = Component(CONCEPT_A, 1.0, 1.0)

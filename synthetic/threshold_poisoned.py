@@ -18,6 +18,8 @@ shuffled.
 from __future__ import annotations
 
 import torch
+
+from mil_assert.seeding import cpu_generator
 from mil_assert.synthetic.bags import (
     BACKGROUND_NOISE,
     CONCEPT_A_NOISE,
@@ -31,8 +33,6 @@ from mil_assert.synthetic.bags import (
     uniform_int,
 )
 from mil_assert.synthetic.catalog import AlgorithmicTest
-
-from mil_assert.seeding import cpu_generator
 
 
 def _split(n_bags: int, dim: int, max_background: int, poison_in: int, seed: int,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import toy_models
-from mil_assert.synthetic import TESTS
 
 from mil_assert.defaults import Budget
 from mil_assert.harness import resolve_device, run_cell
 from mil_assert.registry import ModelSpec, builtin_models
+from mil_assert.synthetic import TESTS
 
 CPU = torch.device("cpu")
 SMALL = Budget(n_train_bags=64, n_eval_bags=64, epochs=3)
@@ -78,3 +78,12 @@ def test_unknown_device_is_a_clear_error():
 def test_budget_rejects_non_positive_sizes(field):
     with pytest.raises(ValueError, match=field):
         Budget(**{field: 0})
+
+
+def test_only_pass_violation_or_inconclusive_can_be_declared():
+    from mil_assert.registry import Expected
+
+    with pytest.raises(ValueError, match="declared verdict"):
+        Expected("error", "crashes")
+    with pytest.raises(ValueError, match="reason"):
+        Expected("violation", " ")

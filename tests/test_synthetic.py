@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from mil_assert.synthetic import TESTS, false_frequency, label_swap
 from mil_assert.synthetic.bags import BACKGROUND, CONCEPT_A, CONCEPT_B, POISON, Bags
 
