@@ -176,7 +176,7 @@ def run_cell(
             scores.append(train_seed(spec, test, seed, cell_budget, dim, device))
         val = SeedSummary.of([s.val_auc for s in scores])
         tst = SeedSummary.of([s.test_auc for s in scores])
-        verdict, message = judge(test.kind, val, tst)
+        verdict, message = judge(test.kind, val.per_seed, tst.per_seed)
     except Exception as error:  # noqa: BLE001 - a broken model must become an error cell
         seed = seeds[len(scores)] if len(scores) < len(seeds) else None
         where = f"seed {seed}: " if seed is not None else ""

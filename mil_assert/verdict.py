@@ -1,78 +1,91 @@
 """The verdict rule: the one place where AUCs over seeds become pass / violation / inconclusive.
 
 ``error`` is decided by the harness (the model crashed or broke the contract); everything
-else is decided here from per-seed AUCs, with 95% Student-t intervals of the mean over
-seeds (``SeedSummary.low`` / ``.high``). The thresholds and the measurements behind them
-are in the README, section "The verdict rule".
+else is decided here. Each seed is judged on its own held-out AUCs, then the seeds vote:
+a verdict needs a strict majority. A vote per seed, not a mean, because outcomes over
+seeds are often bimodal: a model learns a shortcut in most runs and the right rule in a
+few, and one such run must not hide the others (measured on ``hopfield``). The
+thresholds and the measurements behind them are in the README, "The verdict rule".
 """
 
 from __future__ import annotations
 
-import numpy as np
+from collections import Counter
+from collections.abc import Sequence
 
-from mil_assert.metrics import SeedSummary
 from mil_assert.synthetic.catalog import TestKind
 
 CHANCE = 0.5
 MARGIN = 0.1
-"""An AUC is "clearly" below (above) chance when its 95% interval lies below 0.4 (above 0.6)."""
+"""A seed's AUC is clearly below (above) chance under 0.4 (over 0.6): with 250 + 250
+held-out bags an AUC's standard deviation at chance is 0.026, so 0.1 is about 4 of them."""
 
 LEARNED_AUC = 0.75
-"""Mean validation AUC from which a model has learned the training distribution."""
+"""Validation AUC from which a seed has learned the training distribution."""
 
 MAX_DROP = 0.2
-"""Largest validation-to-test AUC drop (per-seed mean) a shift-free model shows."""
+"""Largest validation-to-test AUC drop of a seed that did not use a shortcut."""
 
 MIN_SEEDS = 2
-"""A verdict needs a spread, so at least two seeds."""
+"""A vote needs at least two seeds."""
+
+# What one seed shows.
+INVERTED = "inverted"  # test AUC clearly below chance: only a learned shortcut ranks so
+LOST = "lost"  # learned, but the test AUC fell by more than MAX_DROP under the shift
+KEPT = "kept"  # learned and kept it under the shift
+UNLEARNED = "unlearned"  # did not learn the training distribution: says nothing
+LEARNED_ABSENCE = "learned"  # learned a rule that uses absence as positive evidence
+NOT_LEARNED = "not learned"  # could not learn it
 
 
-def _fmt(summary: SeedSummary) -> str:
-    return f"{summary.mean:.2f} ± {summary.std:.2f}"
-
-
-def judge(kind: TestKind, val: SeedSummary, test: SeedSummary) -> tuple[str, str]:
-    """Return ``(verdict, reason)`` for one cell from its validation and test AUCs.
-
-    ``shift`` tests (``single_concept``, ``threshold_poisoned``, ``false_frequency``):
-
-    1. ``violation`` if the test AUC is clearly below chance: an inverted ranking can only
-       come from a learned shortcut, however modest the validation AUC;
-    2. ``inconclusive`` if the mean validation AUC is below ``LEARNED_AUC``: the model did
-       not learn the training distribution in the budget, so the test says nothing;
-    3. ``violation`` if the per-seed drop from validation to test AUC is clearly above
-       ``MAX_DROP`` (the model relies on the shortcut), ``pass`` if clearly below,
-       ``inconclusive`` otherwise.
-
-    ``unlearnable`` tests (``label_swap``): ``violation`` if the held-out test AUC is
-    clearly above chance (the model learned to use absence as positive evidence), ``pass``
-    if clearly not, ``inconclusive`` otherwise.
-    """
-    if len(test.per_seed) < MIN_SEEDS:
-        raise ValueError(f"a verdict needs at least {MIN_SEEDS} seeds, got {len(test.per_seed)}")
+def seed_outcome(kind: TestKind, val_auc: float, test_auc: float) -> str:
+    """What one seed shows, from its validation and test AUCs."""
     if kind == "unlearnable":
-        if test.low > CHANCE + MARGIN:
-            return "violation", (f"learned a rule no MIL model can represent: held-out AUC "
-                                 f"{_fmt(test)}, 95% CI above {CHANCE + MARGIN:g}")
-        if test.high < CHANCE + MARGIN:
-            return "pass", (f"could not learn absence as positive evidence: held-out AUC "
-                            f"{_fmt(test)}, 95% CI below {CHANCE + MARGIN:g}")
-        return "inconclusive", (f"held-out AUC {_fmt(test)}: 95% CI straddles "
-                                f"{CHANCE + MARGIN:g}; more seeds may decide")
+        return LEARNED_ABSENCE if test_auc > CHANCE + MARGIN else NOT_LEARNED
     if kind != "shift":
         raise ValueError(f"unknown test kind {kind!r}")
-    if test.high < CHANCE - MARGIN:
-        return "violation", (f"inverted ranking on the test set: test AUC {_fmt(test)}, "
-                             f"95% CI below {CHANCE - MARGIN:g} (validation {_fmt(val)})")
-    if val.mean < LEARNED_AUC:
-        return "inconclusive", (f"did not learn the training distribution: validation AUC "
-                                f"{_fmt(val)} < {LEARNED_AUC:g}")
-    drop = SeedSummary.of(np.subtract(val.per_seed, test.per_seed))
-    if drop.low > MAX_DROP:
-        return "violation", (f"learned (validation AUC {_fmt(val)}) but lost it under the "
-                             f"shift: test AUC {_fmt(test)}, drop 95% CI above {MAX_DROP:g}")
-    if drop.high < MAX_DROP:
-        return "pass", (f"learned and kept it under the shift: validation AUC {_fmt(val)}, "
-                        f"test AUC {_fmt(test)}")
-    return "inconclusive", (f"validation AUC {_fmt(val)}, test AUC {_fmt(test)}: the drop's "
-                            f"95% CI straddles {MAX_DROP:g}; more seeds may decide")
+    if test_auc < CHANCE - MARGIN:
+        return INVERTED
+    if val_auc < LEARNED_AUC:
+        return UNLEARNED
+    return LOST if val_auc - test_auc > MAX_DROP else KEPT
+
+
+def judge(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float]) -> tuple[str, str]:
+    """Return ``(verdict, reason)`` for one cell from its per-seed AUCs.
+
+    ``shift`` tests (``single_concept``, ``threshold_poisoned``, ``false_frequency``):
+    a seed is *inverted* if its test AUC is below 0.4 (whatever its validation AUC),
+    else *unlearned* if its validation AUC is below 0.75, else *lost* if its test AUC
+    is more than 0.2 below its validation AUC, else *kept*. ``violation`` if inverted
+    and lost seeds are a strict majority, ``pass`` if kept seeds are, else
+    ``inconclusive``.
+
+    ``unlearnable`` tests (``label_swap``): a seed *learned* the rule if its held-out
+    test AUC is above 0.6. ``violation`` if learned seeds are a strict majority,
+    ``pass`` if the others are, ``inconclusive`` on a tie.
+    """
+    if len(val_aucs) != len(test_aucs):
+        raise ValueError("one validation and one test AUC per seed")
+    n = len(test_aucs)
+    if n < MIN_SEEDS:
+        raise ValueError(f"a verdict needs at least {MIN_SEEDS} seeds, got {n}")
+    votes = Counter(seed_outcome(kind, v, t) for v, t in zip(val_aucs, test_aucs, strict=True))
+    tally = ", ".join(f"{votes[o]} {o}" for o in
+                      (INVERTED, LOST, KEPT, UNLEARNED, LEARNED_ABSENCE, NOT_LEARNED) if votes[o])
+    seeds = f"of {n} seeds: {tally}"
+    if kind == "unlearnable":
+        if 2 * votes[LEARNED_ABSENCE] > n:
+            return "violation", (f"learned a rule no MIL model can represent (held-out AUC "
+                                 f"above {CHANCE + MARGIN:g}) {seeds}")
+        if 2 * votes[NOT_LEARNED] > n:
+            return "pass", f"could not learn absence as positive evidence {seeds}"
+        return "inconclusive", f"no outcome holds a majority {seeds}"
+    if 2 * (votes[INVERTED] + votes[LOST]) > n:
+        return "violation", f"a shortcut ranks the shifted test bags wrongly {seeds}"
+    if 2 * votes[KEPT] > n:
+        return "pass", f"learned the training distribution and kept it under the shift {seeds}"
+    if 2 * votes[UNLEARNED] > n:
+        return "inconclusive", (f"did not learn the training distribution (validation AUC "
+                                f"below {LEARNED_AUC:g}) {seeds}")
+    return "inconclusive", f"no outcome holds a majority {seeds}"

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from mil_assert.metrics import SeedSummary
-from mil_assert.verdict import judge
+from mil_assert.verdict import judge, seed_outcome
 
 
-def verdict(kind, val, test):
-    return judge(kind, SeedSummary.of(val), SeedSummary.of(test))[0]
+@pytest.mark.parametrize(
+    ("val", "test", "outcome"),
+    [
+        (1.0, 0.01, "inverted"),
+        (0.6, 0.1, "inverted"),  # an inversion counts even when validation is modest
+        (0.6, 0.55, "unlearned"),
+        (1.0, 0.6, "lost"),
+        (0.9, 0.88, "kept"),
+    ],
+)
+def test_seed_outcomes_of_shift_tests(val, test, outcome):
+    assert seed_outcome("shift", val, test) == outcome
 
 
 @pytest.mark.parametrize(
@@ -18,21 +27,22 @@ def verdict(kind, val, test):
         ([1.0, 1.0, 1.0, 0.99, 1.0], [0.0, 0.01, 0.0, 0.02, 0.0], "violation"),  # shortcut
         ([0.6, 0.65, 0.62, 0.66, 0.6], [0.1, 0.12, 0.09, 0.15, 0.1], "violation"),  # inverted
         ([0.9, 0.88, 0.92, 0.85, 0.9], [0.89, 0.9, 0.9, 0.86, 0.88], "pass"),
-        ([0.55, 0.5, 0.6, 0.52, 0.5], [0.5, 0.52, 0.55, 0.49, 0.5], "inconclusive"),  # not learned
+        ([0.55, 0.5, 0.6, 0.52, 0.5], [0.5, 0.52, 0.55, 0.49, 0.5], "inconclusive"),  # unlearned
         ([1.0, 1.0, 1.0, 1.0, 1.0], [0.55, 0.6, 0.5, 0.58, 0.52], "violation"),  # lost it
-        ([0.95, 0.9, 0.95, 0.9, 0.92], [0.9, 0.5, 0.88, 0.55, 0.85], "inconclusive"),  # split
+        ([0.95, 0.9, 0.95, 0.9, 0.6], [0.9, 0.5, 0.88, 0.55, 0.5], "inconclusive"),  # split
     ],
 )
 def test_shift_tests(val, test, expected):
-    assert verdict("shift", val, test) == expected
+    assert judge("shift", val, test)[0] == expected
 
 
-def test_an_inversion_is_a_violation_even_when_validation_is_modest():
-    assert verdict("shift", [0.55] * 4 + [0.6], [0.05, 0.1, 0.08, 0.12, 0.1]) == "violation"
-
-
-def test_a_noisy_inversion_is_not_a_violation():
-    assert verdict("shift", [0.55] * 5, [0.1, 0.9, 0.2, 0.8, 0.3]) == "inconclusive"
+def test_one_run_that_generalises_does_not_hide_four_inverted_ones():
+    # Measured shape (hopfield on false_frequency): the mean test AUC is 0.16, but its
+    # spread is wide; four of five seeds rank the shifted bags upside down.
+    val = [0.69, 0.97, 0.67, 0.62, 0.66]
+    test = [0.06, 0.63, 0.03, 0.04, 0.06]
+    verdict, reason = judge("shift", val, test)
+    assert verdict == "violation" and "4 inverted, 1 lost" in reason
 
 
 @pytest.mark.parametrize(
@@ -40,13 +50,15 @@ def test_a_noisy_inversion_is_not_a_violation():
     [
         ([0.82, 0.84, 0.8, 0.83, 0.81], "violation"),
         ([0.5, 0.47, 0.52, 0.49, 0.5], "pass"),
-        ([0.5, 0.7, 0.6, 0.75, 0.55], "inconclusive"),
+        ([0.5, 0.7, 0.65, 0.55, 0.55], "pass"),  # 2 of 5 learned: no majority for violation
     ],
 )
 def test_unlearnable_tests(test, expected):
-    assert verdict("unlearnable", test, test) == expected
+    assert judge("unlearnable", test, test)[0] == expected
 
 
-def test_a_verdict_needs_two_seeds():
+def test_a_verdict_needs_two_seeds_and_paired_aucs():
     with pytest.raises(ValueError, match="at least 2 seeds"):
-        verdict("shift", [0.9], [0.9])
+        judge("shift", [0.9], [0.9])
+    with pytest.raises(ValueError, match="per seed"):
+        judge("shift", [0.9, 0.8], [0.9])

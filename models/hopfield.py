@@ -1,0 +1,57 @@
+"""Hopfield pooling: learned state patterns retrieve from the bag's instances.
+
+Ramsauer et al., "Hopfield Networks is All You Need", ICLR 2021 (the ``HopfieldPooling``
+layer, used there for deep MIL on immune-repertoire and MIL benchmark data). Instances
+are embedded (``h_j``) and act as stored patterns; ``S`` learned state patterns (queries)
+do one update of the modern Hopfield network,
+``z_s = sum_j softmax_j(beta <W_Q xi_s, W_K h_j>) W_V h_j``, with scaling ``beta``
+(here ``1 / sqrt(d_k)``, the paper's default). The ``S`` retrieved patterns are
+concatenated and classified by a linear layer. Width 64, ``S = 2``, ``d_k = 32``.
+
+What its pooling can express: like attention pooling, a softmax-weighted mean per state
+pattern; a present instance can draw the retrieval away from another, and counts shift
+the mean. Neither set-monotone nor count-free.
+
+Shapes: ``X`` float ``[B, N, D]``, ``mask`` bool ``[B, N]`` -> bag logits ``[B]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mil_assert.models._pooling import masked_softmax
+from mil_assert.registry import ModelSpec
+
+
+class HopfieldPooling(nn.Module):
+    def __init__(self, dim: int, width: int = 64, n_states: int = 2, key_width: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(dim, width), nn.ReLU())
+        self.states = nn.Parameter(torch.randn(n_states, width) / math.sqrt(width))
+        self.query = nn.Linear(width, key_width, bias=False)
+        self.key = nn.Linear(width, key_width, bias=False)
+        self.value = nn.Linear(width, width, bias=False)
+        self.beta = 1.0 / math.sqrt(key_width)
+        self.head = nn.Linear(n_states * width, 1)
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.embed(X)  # [B, N, width]
+        q = self.query(self.states)  # [S, key_width]
+        scores = self.beta * torch.einsum("sk,bnk->bsn", q, self.key(h))  # [B, S, N]
+        batch, n_states, n = scores.shape
+        weights = masked_softmax(scores.reshape(batch * n_states, n),
+                                 mask.repeat_interleave(n_states, dim=0)).view(batch, n_states, n)
+        retrieved = torch.einsum("bsn,bnf->bsf", weights, self.value(h))  # [B, S, width]
+        return self.head(retrieved.flatten(1)).squeeze(-1)
+
+
+SPEC = ModelSpec(
+    name="hopfield",
+    factory=HopfieldPooling,
+    citation="Ramsauer et al., Hopfield Networks is All You Need, ICLR 2021",
+    respects=(),
+    expected={},
+)

@@ -1,0 +1,95 @@
+"""threshold_ref: a threshold-MIL reference that cannot use absence or counts as evidence.
+
+The positive control of the threshold tests (``threshold_poisoned``, ``false_frequency``):
+it can express "at least one instance of every concept" (presence-based threshold MIL,
+Weidmann, Frank & Pfahringer 2003; Foulds & Frank 2010, thresholds 1), yet, like
+``max_j h(x_j)`` for standard MIL (Raff & Holt 2023, section 1), it is
+
+- set-monotone: adding an instance never lowers the bag's score, so absence is never
+  positive evidence;
+- count-free: duplicating an instance never changes the score.
+
+Each instance gets a softmax over {background, concept 1, ..., concept K} from an MLP,
+``p_j``; each concept's presence is ``s_c = max_j p_j[c]``; the bag probability is
+``prod_c s_c`` (an AND). Max pooling is monotone and count-free, and a product of
+non-negative monotone terms is monotone.
+
+Two independent concept detectors joined by AND fall into a symmetric local optimum (both
+learn "A or B"; shared/GUIDE.md). The per-instance softmax makes an instance choose one
+concept, which breaks that symmetry on ``threshold_poisoned``; on ``false_frequency``
+some initialisations still stall. So the model holds ``R`` independently initialised
+restarts, trained side by side (each on its own loss), and predicts with the restart whose
+recent training loss is lowest: a choice made on training data only, never on validation
+or test bags, that keeps every property above. Width 64, K = 2, R = 4.
+
+Shapes: ``X`` float ``[B, N, D]``, ``mask`` bool ``[B, N]`` -> bag logits ``[B]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mil_assert.registry import ModelSpec
+
+
+class ThresholdReference(nn.Module):
+    def __init__(self, dim: int, n_concepts: int = 2, width: int = 64, restarts: int = 4,
+                 loss_momentum: float = 0.9) -> None:
+        super().__init__()
+        shapes = [(dim, width), (width, width), (width, n_concepts + 1)]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in shapes:  # nn.Linear's default initialisation, per restart
+            bound = 1.0 / math.sqrt(fan_in)
+            self.weights.append(nn.Parameter(torch.empty(restarts, fan_in, fan_out)
+                                             .uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(restarts, 1, fan_out)
+                                            .uniform_(-bound, bound)))
+        self.loss_momentum = loss_momentum
+        self.register_buffer("recent_loss", torch.full((restarts,), math.inf))
+
+    def log_probabilities(self, X: torch.Tensor,
+                          mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log p(bag positive)`` and ``log p(bag negative)``, each ``[R, B]``."""
+        batch, n, dim = X.shape
+        restarts = self.weights[0].shape[0]
+        h = X.reshape(1, batch * n, dim).expand(restarts, -1, -1)  # [R, B*N, D]
+        last = len(self.weights) - 1
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm(bias, h, weight)
+            if layer < last:
+                h = torch.relu(h)
+        log_p = torch.log_softmax(h, dim=-1)[..., 1:].reshape(restarts, batch, n, -1)
+        lowest = torch.finfo(log_p.dtype).min
+        # max_j log p_j[c] per concept; a bag with no real instance gets log 0 -> lowest
+        present = log_p.masked_fill(~mask[None, :, :, None], lowest).amax(dim=2)  # [R, B, K]
+        log_positive = present.sum(dim=-1).clamp(min=lowest, max=-1e-7)
+        log_negative = torch.log(-torch.expm1(log_positive))
+        return log_positive, log_negative
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        log_positive, log_negative = self.log_probabilities(X, mask)
+        best = int(torch.argmin(self.recent_loss))
+        return log_positive[best] - log_negative[best]
+
+    def loss(self, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        log_positive, log_negative = self.log_probabilities(X, mask)
+        per_restart = -(y * log_positive + (1.0 - y) * log_negative).mean(dim=1)  # [R]
+        with torch.no_grad():
+            seen = torch.isfinite(self.recent_loss)
+            blended = self.loss_momentum * self.recent_loss + (1 - self.loss_momentum) * per_restart
+            self.recent_loss.copy_(torch.where(seen, blended, per_restart))
+        return per_restart.sum()
+
+
+SPEC = ModelSpec(
+    name="threshold_ref",
+    factory=ThresholdReference,
+    citation="this project; presence-based threshold MIL after Weidmann, Frank & Pfahringer "
+             "2003 and Foulds & Frank 2010",
+    respects=("standard", "threshold"),
+    expected={},
+)
