@@ -1,11 +1,14 @@
 """The verdict rule: the one place where AUCs over seeds become pass / violation / inconclusive.
 
 ``error`` is decided by the harness (the model crashed or broke the contract); everything
-else is decided here. Each seed is judged on its own held-out AUCs, then the seeds vote:
-a verdict needs a strict majority. A vote per seed, not a mean, because outcomes over
-seeds are often bimodal: a model learns a shortcut in most runs and the right rule in a
-few, and one such run must not hide the others (measured on ``hopfield``). The
-thresholds and the measurements behind them are in the README, "The verdict rule".
+else is decided here. Each seed is judged on its own held-out AUCs: its thresholds lie
+about four standard deviations from what a model without the shortcut shows, so a single
+seed's finding is already significant. A violation needs the finding reproduced, in at
+least ``VIOLATING_SEEDS`` seeds; a pass needs a strict majority of seeds that learned and
+kept it. Seeds, not a mean over them, because outcomes are often bimodal: a model learns
+a shortcut in some runs and the right rule in others, and neither kind of run may hide
+the other (measured on ``hopfield`` and ``transmil``). The thresholds and the
+measurements behind them are in the README, "The verdict rule".
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ LEARNED_AUC = 0.75
 MAX_DROP = 0.2
 """Largest validation-to-test AUC drop of a seed that did not use a shortcut."""
 
+VIOLATING_SEEDS = 2
+"""Seeds that must show the shortcut (or the forbidden rule) for a violation."""
+
 MIN_SEEDS = 2
-"""A vote needs at least two seeds."""
+"""A verdict needs at least this many seeds."""
 
 # What one seed shows.
 INVERTED = "inverted"  # test AUC clearly below chance: only a learned shortcut ranks so
@@ -57,13 +63,13 @@ def judge(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float])
     ``shift`` tests (``single_concept``, ``threshold_poisoned``, ``false_frequency``):
     a seed is *inverted* if its test AUC is below 0.4 (whatever its validation AUC),
     else *unlearned* if its validation AUC is below 0.75, else *lost* if its test AUC
-    is more than 0.2 below its validation AUC, else *kept*. ``violation`` if inverted
-    and lost seeds are a strict majority, ``pass`` if kept seeds are, else
+    is more than 0.2 below its validation AUC, else *kept*. ``violation`` if at least two
+    seeds are inverted or lost, else ``pass`` if kept seeds are a strict majority, else
     ``inconclusive``.
 
     ``unlearnable`` tests (``label_swap``): a seed *learned* the rule if its held-out
-    test AUC is above 0.6. ``violation`` if learned seeds are a strict majority,
-    ``pass`` if the others are, ``inconclusive`` on a tie.
+    test AUC is above 0.6. ``violation`` if at least two seeds learned it, else ``pass``
+    if the seeds that did not are a strict majority, else ``inconclusive``.
     """
     if len(val_aucs) != len(test_aucs):
         raise ValueError("one validation and one test AUC per seed")
@@ -75,13 +81,13 @@ def judge(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float])
                       (INVERTED, LOST, KEPT, UNLEARNED, LEARNED_ABSENCE, NOT_LEARNED) if votes[o])
     seeds = f"of {n} seeds: {tally}"
     if kind == "unlearnable":
-        if 2 * votes[LEARNED_ABSENCE] > n:
+        if votes[LEARNED_ABSENCE] >= VIOLATING_SEEDS:
             return "violation", (f"learned a rule no MIL model can represent (held-out AUC "
                                  f"above {CHANCE + MARGIN:g}) {seeds}")
         if 2 * votes[NOT_LEARNED] > n:
             return "pass", f"could not learn absence as positive evidence {seeds}"
         return "inconclusive", f"no outcome holds a majority {seeds}"
-    if 2 * (votes[INVERTED] + votes[LOST]) > n:
+    if votes[INVERTED] + votes[LOST] >= VIOLATING_SEEDS:
         return "violation", f"a shortcut ranks the shifted test bags wrongly {seeds}"
     if 2 * votes[KEPT] > n:
         return "pass", f"learned the training distribution and kept it under the shift {seeds}"

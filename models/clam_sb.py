@@ -28,7 +28,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits
 
 from mil_assert.models._pooling import masked_softmax
 from mil_assert.models.gated_abmil import GatedAttention
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 class CLAMSB(nn.Module):
@@ -80,5 +80,14 @@ SPEC = ModelSpec(
     citation="Lu et al., Data-efficient and weakly supervised computational pathology on "
              "whole-slide images, Nature Biomedical Engineering 2021",
     respects=(),
-    expected={},
+    expected={
+        "single_concept": Expected("violation", "the poison draws the attention: test AUC "
+                                   "0.00 on 12 of 12 seeds"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC 0.00 "
+                                       "on 12 of 12 seeds"),
+        "false_frequency": Expected("violation", "the attention-weighted mean counts concept "
+                                    "copies: test AUC 0.13-0.24, inverted, on 12 of 12 seeds"),
+        "label_swap": Expected("violation", "attention uses absence as positive evidence: "
+                               "held-out AUC 0.79-0.90 on 12 of 12 seeds"),
+    },
 )

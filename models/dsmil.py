@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 from mil_assert.models._pooling import masked_max, masked_softmax
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 class DSMIL(nn.Module):
@@ -68,5 +68,14 @@ SPEC = ModelSpec(
     citation="Li, Li & Eliceiri, Dual-stream Multiple Instance Learning Network for Whole "
              "Slide Image Classification with Self-supervised Contrastive Learning, CVPR 2021",
     respects=(),
-    expected={},
+    expected={
+        "single_concept": Expected("violation", "the attention stream uses the poison: test "
+                                   "AUC 0.04-0.27 on 12 of 12 seeds"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC "
+                                       "0.00-0.08 on 12 of 12 seeds"),
+        "false_frequency": Expected("violation", "the attention stream counts copies: test "
+                                    "AUC 0.00-0.19, inverted, on 12 of 12 seeds"),
+        "label_swap": Expected("violation", "the attention stream learns absence: held-out "
+                               "AUC 0.94-0.98 on 12 of 12 seeds"),
+    },
 )

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mil_assert.models._pooling import masked_softmax
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 class GatedAttention(nn.Module):
@@ -55,5 +55,14 @@ SPEC = ModelSpec(
     citation="Ilse, Tomczak & Welling, Attention-based Deep Multiple Instance Learning, "
              "ICML 2018 (gated attention)",
     respects=(),
-    expected={},
+    expected={
+        "single_concept": Expected("violation", "the poison draws the gated attention: test "
+                                   "AUC 0.00-0.01 on 12 of 12 seeds"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC 0.00 "
+                                       "on 12 of 12 seeds"),
+        "false_frequency": Expected("violation", "the attention-weighted mean counts concept "
+                                    "copies: test AUC 0.12-0.25, inverted, on 12 of 12 seeds"),
+        "label_swap": Expected("violation", "attention uses absence as positive evidence: "
+                               "held-out AUC 0.77-0.91 on 12 of 12 seeds"),
+    },
 )

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mil_assert.models._pooling import masked_softmax
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 class HopfieldPooling(nn.Module):
@@ -53,5 +53,14 @@ SPEC = ModelSpec(
     factory=HopfieldPooling,
     citation="Ramsauer et al., Hopfield Networks is All You Need, ICLR 2021",
     respects=(),
-    expected={},
+    expected={
+        "single_concept": Expected("violation", "retrieval is drawn to the poison: test AUC "
+                                   "0.00-0.01 on 12 of 12 seeds"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC 0.00 "
+                                       "on 12 of 12 seeds"),
+        "false_frequency": Expected("violation", "counts copies on 7 of 12 seeds (test AUC "
+                                    "0.03-0.17, inverted); the others generalise"),
+        "label_swap": Expected("violation", "retrieval uses absence as positive evidence: "
+                               "held-out AUC 0.86-0.99 on 12 of 12 seeds"),
+    },
 )

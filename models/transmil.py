@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -216,5 +216,14 @@ SPEC = ModelSpec(
     citation="Shao et al., TransMIL: Transformer based Correlated Multiple Instance Learning "
              "for Whole Slide Image Classification, NeurIPS 2021",
     respects=(),
-    expected={},
+    expected={
+        "single_concept": Expected("violation", "attention uses the poison: test AUC 0.00 on "
+                                   "5 of 5 seeds"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC 0.00 "
+                                       "on 5 of 5 seeds"),
+        "false_frequency": Expected("violation", "learns a count-dependent rule on 2 of 5 "
+                                    "seeds: validation AUC 1.00, test AUC 0.48-0.49"),
+        "label_swap": Expected("violation", "attention uses absence as positive evidence: "
+                               "held-out AUC 1.00 on 5 of 5 seeds"),
+    },
 )

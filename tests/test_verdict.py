@@ -29,11 +29,20 @@ def test_seed_outcomes_of_shift_tests(val, test, outcome):
         ([0.9, 0.88, 0.92, 0.85, 0.9], [0.89, 0.9, 0.9, 0.86, 0.88], "pass"),
         ([0.55, 0.5, 0.6, 0.52, 0.5], [0.5, 0.52, 0.55, 0.49, 0.5], "inconclusive"),  # unlearned
         ([1.0, 1.0, 1.0, 1.0, 1.0], [0.55, 0.6, 0.5, 0.58, 0.52], "violation"),  # lost it
-        ([0.95, 0.9, 0.95, 0.9, 0.6], [0.9, 0.5, 0.88, 0.55, 0.5], "inconclusive"),  # split
+        ([0.95, 0.9, 0.95, 0.9, 0.6], [0.9, 0.88, 0.88, 0.55, 0.5], "pass"),  # 1 lost only
+        ([0.95, 0.9, 0.6, 0.6, 0.6], [0.9, 0.5, 0.55, 0.55, 0.5], "inconclusive"),  # 3 unlearned
+        ([0.95, 0.9, 0.95, 0.6, 0.6], [0.9, 0.88, 0.88, 0.55, 0.5], "pass"),  # 3 of 5 kept
     ],
 )
 def test_shift_tests(val, test, expected):
     assert judge("shift", val, test)[0] == expected
+
+
+def test_runs_that_generalise_do_not_hide_runs_that_learned_the_shortcut():
+    # Measured (transmil on false_frequency): 3 seeds kept the ranking, 2 lost it.
+    val, test = [1.0] * 5, [0.95, 0.48, 0.99, 0.96, 0.49]
+    verdict, reason = judge("shift", val, test)
+    assert verdict == "violation" and "2 lost, 3 kept" in reason
 
 
 def test_one_run_that_generalises_does_not_hide_four_inverted_ones():
@@ -50,7 +59,9 @@ def test_one_run_that_generalises_does_not_hide_four_inverted_ones():
     [
         ([0.82, 0.84, 0.8, 0.83, 0.81], "violation"),
         ([0.5, 0.47, 0.52, 0.49, 0.5], "pass"),
-        ([0.5, 0.7, 0.65, 0.55, 0.55], "pass"),  # 2 of 5 learned: no majority for violation
+        ([0.5, 0.7, 0.55, 0.55, 0.55], "pass"),  # one seed alone is not a reproduced finding
+        ([0.5, 0.7, 0.65, 0.55, 0.55], "violation"),  # two are
+        ([0.7, 0.5], "inconclusive"),  # one of two: neither a finding nor a majority
     ],
 )
 def test_unlearnable_tests(test, expected):
