@@ -73,8 +73,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     n_seeds = config.getoption("mil_seeds")
     if n_seeds < MIN_SEEDS:
-        raise pytest.UsageError(f"--mil-seeds={n_seeds}: a verdict needs a spread over at "
-                                f"least {MIN_SEEDS} seeds")
+        raise pytest.UsageError(f"--mil-seeds={n_seeds}: a verdict needs at least "
+                                f"{MIN_SEEDS} seeds")
     report = config.getoption("mil_report")
     state = SuiteState(
         models=models, seeds=list(range(n_seeds)), device=device,

@@ -58,8 +58,8 @@ SPEC = ModelSpec(
                                    "0.00-0.01 on 12 of 12 seeds"),
         "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC 0.00 "
                                        "on 12 of 12 seeds"),
-        "false_frequency": Expected("violation", "counts copies on 7 of 12 seeds (test AUC "
-                                    "0.03-0.17, inverted); the others generalise"),
+        "false_frequency": Expected("violation", "counts copies on 9 of 12 seeds (7 inverted, "
+                                    "test AUC 0.03-0.17; 2 lost); 3 generalise"),
         "label_swap": Expected("violation", "retrieval uses absence as positive evidence: "
                                "held-out AUC 0.86-0.99 on 12 of 12 seeds"),
     },

@@ -218,12 +218,12 @@ SPEC = ModelSpec(
     respects=(),
     expected={
         "single_concept": Expected("violation", "attention uses the poison: test AUC 0.00 on "
-                                   "5 of 5 seeds"),
-        "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC 0.00 "
-                                       "on 5 of 5 seeds"),
-        "false_frequency": Expected("violation", "learns a count-dependent rule on 2 of 5 "
-                                    "seeds: validation AUC 1.00, test AUC 0.48-0.49"),
+                                   "12 of 12 seeds"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC "
+                                       "0.00-0.05 on 12 of 12 seeds"),
+        "false_frequency": Expected("violation", "a count-dependent rule on 6 of 12 seeds: "
+                                    "validation AUC 1.00, test AUC 0.27-0.64"),
         "label_swap": Expected("violation", "attention uses absence as positive evidence: "
-                               "held-out AUC 1.00 on 5 of 5 seeds"),
+                               "held-out AUC 1.00 on 12 of 12 seeds"),
     },
 )

@@ -40,6 +40,11 @@ def test_unknown_model_fails_with_the_list_of_models():
     assert "path/to/file.py:factory" in run.stderr
 
 
+def test_one_seed_is_refused():
+    run = run_suite("--model=abmil", "--mil-seeds=1")
+    assert run.returncode == 4 and "at least 2 seeds" in run.stderr
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
