@@ -64,6 +64,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write the compliance matrix as JSON to this path")
 
 
+def seed_list(n_seeds: int) -> list[int]:
+    """Seeds ``0 .. n_seeds - 1`` of a run; a verdict needs at least ``MIN_SEEDS``."""
+    if n_seeds < MIN_SEEDS:
+        raise ValueError(f"a verdict needs at least {MIN_SEEDS} seeds, got {n_seeds}")
+    return list(range(n_seeds))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     base_dir = Path(config.invocation_params.dir)
     try:
@@ -71,13 +78,13 @@ def pytest_configure(config: pytest.Config) -> None:
         device = resolve_device(config.getoption("device"))
     except (ModelSpecError, ValueError) as error:
         raise pytest.UsageError(str(error)) from None
-    n_seeds = config.getoption("mil_seeds")
-    if n_seeds < MIN_SEEDS:
-        raise pytest.UsageError(f"--mil-seeds={n_seeds}: a verdict needs at least "
-                                f"{MIN_SEEDS} seeds")
+    try:
+        seeds = seed_list(config.getoption("mil_seeds"))
+    except ValueError as error:
+        raise pytest.UsageError(f"--mil-seeds: {error}") from None
     report = config.getoption("mil_report")
     state = SuiteState(
-        models=models, seeds=list(range(n_seeds)), device=device,
+        models=models, seeds=seeds, device=device,
         report_path=None if report is None else base_dir / report,
     )
     config.stash[STATE] = state

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mil_assert.loading import ModelSpecError, resolve_models
+from mil_assert.plugin import seed_list
 
 REPO = Path(__file__).resolve().parent.parent
 TOY = REPO / "tests" / "toy_models.py"
@@ -41,8 +42,9 @@ def test_unknown_model_fails_with_the_list_of_models():
 
 
 def test_one_seed_is_refused():
-    run = run_suite("--model=abmil", "--mil-seeds=1")
-    assert run.returncode == 4 and "at least 2 seeds" in run.stderr
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        seed_list(1)
+    assert seed_list(3) == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
@@ -66,16 +68,6 @@ def test_a_model_selected_twice_is_a_clear_error():
         resolve_models("abmil,mi_net,abmil", REPO)
 
 
-def test_a_file_model_runs_from_the_repository_root(tmp_path):
-    report = tmp_path / "report.json"
-    run = run_suite("--model=tests/toy_models.py:tiny_max", "-k", "single_concept", report=report)
-    assert "test_single_concept[tiny_max]" in run.stdout, run.stdout + run.stderr
-    assert run.returncode in (0, 1)
-    result = json.loads(report.read_text())["results"][0]
-    assert (result["model"], result["test"]) == ("tiny_max", "single_concept")
-    assert result["verdict"] in ("pass", "inconclusive", "violation")
-
-
 def test_a_file_model_outside_the_repository_and_strict_declarations(tmp_path):
     outside = tmp_path / "elsewhere" / "my_mil_model.py"
     outside.parent.mkdir()
@@ -95,12 +87,24 @@ def test_a_file_model_outside_the_repository_and_strict_declarations(tmp_path):
     assert set(verdicts.values()) == {"violation"}
 
 
-def test_broken_models_become_error_cells_and_the_report_completes(tmp_path):
-    report = tmp_path / "nested" / "report.json"
-    models = ",".join(f"{TOY}:{name}" for name in ("wrong_shape", "raises", "returns_nan",
-                                                    "tiny_max"))
-    run = run_suite(f"--model={models}", report=report)
-    assert run.returncode == 1
+BROKEN = ("wrong_shape", "raises", "returns_nan")
+
+
+@pytest.fixture(scope="module")
+def serial_and_parallel_runs(tmp_path_factory):
+    """The same selection, from the repository root, run serially and with ``-n 2``: a
+    model file given by a relative path, three broken models and one that works."""
+    folder = tmp_path_factory.mktemp("runs")
+    models = ",".join(["tests/toy_models.py:tiny_max"] + [f"{TOY}:{name}" for name in BROKEN])
+    serial = run_suite(f"--model={models}", report=folder / "nested" / "serial.json")
+    parallel = run_suite(f"--model={models}", "-n", "2", report=folder / "parallel.json")
+    return serial, folder / "nested" / "serial.json", parallel, folder / "parallel.json"
+
+
+def test_broken_models_become_error_cells_and_the_report_completes(serial_and_parallel_runs):
+    run, report, _, _ = serial_and_parallel_runs
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "test_single_concept[tiny_max]" in run.stdout  # a ModelSpec keeps its own name
     assert "MIL compliance matrix" in run.stdout
     data = json.loads(report.read_text())
     assert data["schema"] == "mil-assert/report/v1"
@@ -110,33 +114,32 @@ def test_broken_models_become_error_cells_and_the_report_completes(tmp_path):
     for result in data["results"]:
         by_model.setdefault(result["model"], []).append(result)
     assert all(len(cells) == 4 for cells in by_model.values()), "every cell completes"
-    assert all(c["verdict"] == "error" for m in ("wrong_shape", "raises", "returns_nan")
-               for c in by_model[m])
+    assert all(c["verdict"] == "error" for m in BROKEN for c in by_model[m])
     assert "got (32, 1)" in by_model["wrong_shape"][0]["message"]
     assert "broken on purpose" in by_model["raises"][0]["message"]
     assert "non-finite" in by_model["returns_nan"][0]["message"]
-    assert all(c["verdict"] != "error" for c in by_model["tiny_max"])
-    for cell in by_model["tiny_max"]:
+    working = by_model["tiny_max"]
+    assert all(c["verdict"] != "error" for c in working)
+    for cell in working:
         assert set(cell) >= {"model", "test", "verdict", "expected", "val_auc", "test_auc",
                              "seconds", "message"}
         assert len(cell["test_auc"]["per_seed"]) == 2
+        assert cell["budget_overrides"]["epochs"] == 3
 
 
-def test_xdist_and_serial_runs_agree(tmp_path):
-    models = f"--model={TOY}:tiny_max,{TOY}:shortcut_undeclared"
-    serial = run_suite(models, report=tmp_path / "serial.json")
-    parallel = run_suite(models, "-n", "2", report=tmp_path / "parallel.json")
-    assert "gw0" in parallel.stdout or "2 workers" in parallel.stdout, parallel.stdout
+def test_xdist_and_serial_runs_agree(serial_and_parallel_runs):
+    serial, serial_report, parallel, parallel_report = serial_and_parallel_runs
+    assert "2 workers" in parallel.stdout, parallel.stdout + parallel.stderr
 
     def matrix(run):
         lines = run.stdout.splitlines()
         start = next(i for i, line in enumerate(lines) if "MIL compliance matrix" in line)
-        return lines[start + 1:start + 5]
+        return [line for line in lines[start + 1:start + 8] if line.startswith("|")]
 
-    assert matrix(serial) == matrix(parallel)
+    assert matrix(serial) == matrix(parallel) and len(matrix(serial)) == 6
 
     def cells(path):
-        return [(r["model"], r["test"], r["verdict"], r["val_auc"]["per_seed"],
-                 r["test_auc"]["per_seed"]) for r in json.loads(path.read_text())["results"]]
+        return [(r["model"], r["test"], r["verdict"], r["message"], r["val_auc"],
+                 r["test_auc"]) for r in json.loads(path.read_text())["results"]]
 
-    assert cells(tmp_path / "serial.json") == cells(tmp_path / "parallel.json")
+    assert cells(serial_report) == cells(parallel_report)
