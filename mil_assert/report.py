@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import platform
+import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,12 +57,33 @@ def format_matrix(results: Sequence[CellResult], models: Sequence[str]) -> str:
     return tabulate(table, headers=["model"] + tests, tablefmt="github")
 
 
-def environment(device: torch.device | str) -> dict[str, str]:
+def git_commit() -> str | None:
+    """The commit of the mil-assert checkout in use, or ``None`` outside a git checkout."""
+    root = Path(mil_assert.__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def generator_parameters(test: str) -> dict[str, Any]:
+    """The keyword defaults of a test's generator, besides the sizes the budget sets."""
+    signature = inspect.signature(TESTS[test].generate)
+    return {name: p.default for name, p in signature.parameters.items()
+            if p.kind is p.KEYWORD_ONLY and name not in ("dim", "n_train", "n_eval")}
+
+
+def environment(device: torch.device | str) -> dict[str, str | None]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "mil_assert": mil_assert.__version__,
+        "git_commit": git_commit(),
         "device": str(device),
         "device_name": (torch.cuda.get_device_name(torch.device(device))
                         if torch.device(device).type == "cuda" else platform.processor()
@@ -78,7 +101,8 @@ def build_report(results: Sequence[CellResult], models: Sequence[str], seeds: Se
         "budget": budget.as_dict(),
         "instance_dim": dim,
         "seeds": [int(s) for s in seeds],
-        "tests": {name: {"assumption": t.assumption, "kind": t.kind, "source": t.source}
+        "tests": {name: {"assumption": t.assumption, "kind": t.kind, "source": t.source,
+                         "generator_parameters": generator_parameters(name)}
                   for name, t in TESTS.items()},
         "verdict_rule": {"chance": verdict.CHANCE, "margin": verdict.MARGIN,
                          "learned_auc": verdict.LEARNED_AUC, "max_drop": verdict.MAX_DROP,
@@ -102,3 +126,84 @@ def write_json_atomic(data: dict[str, Any], path: str | os.PathLike[str]) -> Pat
         Path(temporary).unlink(missing_ok=True)
         raise
     return target
+
+
+class ReportError(ValueError):
+    """A report file that cannot be read, or reports that cannot be merged."""
+
+
+REQUIRED_KEYS = ("schema", "environment", "budget", "instance_dim", "seeds", "results")
+RESULT_KEYS = ("model", "test", "verdict", "val_auc", "test_auc", "message")
+# What must agree for two reports' cells to stand in one matrix.
+COMPARABLE_KEYS = ("budget", "instance_dim", "seeds", "tests", "verdict_rule")
+
+
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a JSON report; every problem is a :class:`ReportError` naming it."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ReportError(f"cannot read report {source}: {error.strerror or error}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReportError(f"{source} is not valid JSON: {error.msg} at line {error.lineno}, "
+                          f"column {error.colno}") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{source} holds a JSON {type(data).__name__}, not a report object")
+    if data.get("schema") != SCHEMA:
+        raise ReportError(f"{source} has schema {data.get('schema')!r}; this version of "
+                          f"mil-assert reads {SCHEMA!r}")
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise ReportError(f"{source} lacks the key(s) {missing} of a {SCHEMA} report")
+    for index, result in enumerate(data["results"]):
+        absent = [key for key in RESULT_KEYS if not isinstance(result, dict) or key not in result]
+        if absent:
+            raise ReportError(f"{source}: result {index} lacks the key(s) {absent}")
+    return data
+
+
+def report_results(data: dict[str, Any]) -> list[CellResult]:
+    """The cells of a loaded report, in the report's order."""
+    return [CellResult.from_dict(result) for result in data["results"]]
+
+
+def report_models(data: dict[str, Any]) -> list[str]:
+    """Model names in order of first appearance."""
+    return list(dict.fromkeys(result["model"] for result in data["results"]))
+
+
+def merge_reports(reports: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """One report from several ``(name, report)`` pairs of the same budget and data.
+
+    Refuses (``ReportError``) reports whose budget, instance dimension, seeds, test
+    definitions or verdict rule differ, and cells that two reports both hold.
+    """
+    if len(reports) < 2:
+        raise ReportError("merge needs at least two reports")
+    (first_name, first), *others = reports
+    for name, other in others:
+        for key in COMPARABLE_KEYS:
+            if other.get(key) != first.get(key):
+                raise ReportError(f"cannot merge {name} into {first_name}: their {key!r} "
+                                  f"differ ({other.get(key)!r} vs {first.get(key)!r}); rerun "
+                                  f"one of them with the other's settings")
+    seen: dict[tuple[str, str], str] = {}
+    results = []
+    for name, report in reports:
+        for result in report["results"]:
+            cell = (result["model"], result["test"])
+            if cell in seen:
+                raise ReportError(f"cell {cell[0]} / {cell[1]} is in both {seen[cell]} and "
+                                  f"{name}; merge reports of different models or tests")
+            seen[cell] = name
+            results.append(result)
+    merged = {key: value for key, value in first.items() if key != "results"}
+    merged["merged_from"] = [{"report": name, "environment": report["environment"]}
+                             for name, report in reports]
+    models = list(dict.fromkeys(r["model"] for r in results))
+    merged["results"] = [r.as_dict() for r in order_results(
+        [CellResult.from_dict(r) for r in results], models)]
+    return merged

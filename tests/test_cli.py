@@ -1,0 +1,168 @@
+"""The mil-assert command: render and merge saved reports; bad input, clear message."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mil_assert.cli import main
+from mil_assert.render import latex_escape, render
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE = REPO / "reports" / "compliance.json"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def small_report(models=("m1",), tests=("single_concept", "label_swap"), **changes) -> dict:
+    def summary(values):
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        return {"mean": mean, "std": std, "per_seed": values}
+
+    results = [{"model": m, "test": t, "verdict": "pass", "expected": None,
+                "expected_reason": None, "seeds": [0, 1], "val_auc": summary([0.9, 0.8]),
+                "test_auc": summary([0.85, 0.75]), "seconds": 1.0, "message": "ok",
+                "budget_overrides": {}} for m in models for t in tests]
+    report = {"schema": "mil-assert/report/v1", "environment": {"device": "cpu"},
+              "budget": {"epochs": 60}, "instance_dim": 16, "seeds": [0, 1],
+              "tests": {}, "verdict_rule": {}, "results": results}
+    report.update(changes)
+    return report
+
+
+def write(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["md", "tex", "csv"])
+def test_render_of_the_reference_report_reproduces_the_committed_files(capsys, fmt):
+    committed = REPO / "reports" / f"compliance.{fmt}"
+    code, out, _ = run(capsys, "render", str(REFERENCE), "--format", fmt)
+    assert code == 0
+    assert out == committed.read_text(encoding="utf-8")
+
+
+def test_markdown_matches_the_matrix_pytest_prints():
+    table = render(json.loads(REFERENCE.read_text()), "md")
+    assert table.splitlines()[0].startswith("| model")
+    assert "| mi_net        | pass 0.89 ± 0.04" in table
+
+
+def test_latex_is_a_booktabs_table_with_escaped_names():
+    report = small_report(models=("a_b&c%d$#{x}~^\\",))
+    tex = render(report, "tex", with_validation=True)
+    lines = tex.splitlines()
+    assert lines[1] == r"\begin{tabular}{lcc}"
+    assert [r"\toprule", r"\midrule", r"\bottomrule", r"\end{tabular}"] == [
+        line for line in lines if line in (r"\toprule", r"\midrule", r"\bottomrule",
+                                           r"\end{tabular}")]
+    row = next(line for line in lines if line.startswith("a"))
+    assert row.startswith(r"a\_b\&c\%d\$\#\{x\}\textasciitilde{}\textasciicircum{}"
+                          r"\textbackslash{} & ")
+    assert r"$\checkmark$ 0.80 $\pm$ 0.07 (0.85 $\pm$ 0.07)" in row
+    assert row.endswith(r" \\") and row.count(" & ") == 2
+    assert latex_escape("single_concept") == r"single\_concept"
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no LaTeX engine installed")
+def test_latex_compiles_in_a_minimal_document(tmp_path):
+    table = render(small_report(models=("odd_name&50%",)), "tex")
+    document = (r"\documentclass{article}\usepackage{booktabs}\usepackage{amssymb}"
+                r"\begin{document}" + table + r"\end{document}")
+    (tmp_path / "t.tex").write_text(document)
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_csv_has_one_row_per_cell():
+    rows = list(csv.DictReader(io.StringIO(render(small_report(), "csv"))))
+    assert [(r["model"], r["test"]) for r in rows] == [("m1", "single_concept"),
+                                                      ("m1", "label_swap")]
+    assert rows[0]["test_auc_mean"] == "0.8000" and rows[0]["n_seeds"] == "2"
+
+
+def test_render_writes_to_a_file(capsys, tmp_path):
+    report = write(tmp_path / "r.json", small_report())
+    code, out, _ = run(capsys, "render", str(report), "--format", "csv", "-o",
+                       str(tmp_path / "r.csv"))
+    assert code == 0 and out == ""
+    assert (tmp_path / "r.csv").read_text().startswith("model,test,verdict")
+
+
+def test_merge_combines_models_in_matrix_order(capsys, tmp_path):
+    a = write(tmp_path / "a.json", small_report(models=("m2",)))
+    b = write(tmp_path / "b.json", small_report(models=("m1",), tests=("label_swap",)))
+    code, out, _ = run(capsys, "merge", str(a), str(b), "-o", str(tmp_path / "c.json"))
+    assert code == 0 and "3 cells" in out
+    merged = json.loads((tmp_path / "c.json").read_text())
+    assert [(r["model"], r["test"]) for r in merged["results"]] == [
+        ("m2", "single_concept"), ("m2", "label_swap"), ("m1", "label_swap")]
+    assert [m["report"] for m in merged["merged_from"]] == [str(a), str(b)]
+    run(capsys, "render", str(tmp_path / "c.json"))  # the merged report renders
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"budget": {"epochs": 20}}, "'budget' differ"),
+        ({"seeds": [0, 1, 2]}, "'seeds' differ"),
+        ({"instance_dim": 8}, "'instance_dim' differ"),
+    ],
+)
+def test_merge_refuses_runs_of_different_settings(capsys, tmp_path, change, message):
+    a = write(tmp_path / "a.json", small_report(models=("m1",)))
+    b = write(tmp_path / "b.json", small_report(models=("m2",), **change))
+    code, _, err = run(capsys, "merge", str(a), str(b), "-o", str(tmp_path / "c.json"))
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_merge_refuses_a_cell_held_twice(capsys, tmp_path):
+    a = write(tmp_path / "a.json", small_report())
+    code, _, err = run(capsys, "merge", str(a), str(a), "-o", str(tmp_path / "c.json"))
+    assert code == 2 and "m1 / single_concept is in both" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read report"),
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "not a report object"),
+        (json.dumps({"schema": "mil-assert/report/v0"}), "has schema 'mil-assert/report/v0'"),
+        (json.dumps({"schema": "mil-assert/report/v1"}), "lacks the key(s)"),
+    ],
+)
+def test_bad_reports_give_a_message_and_exit_2(capsys, tmp_path, content, message):
+    path = tmp_path / "r.json"
+    if content is not None:
+        path.write_text(content)
+    code, out, err = run(capsys, "render", str(path))
+    assert code == 2 and out == "" and message in err and "Traceback" not in err
+
+
+def test_unknown_format_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["render", str(REFERENCE), "--format", "pdf"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'pdf'" in capsys.readouterr().err
+
+
+def test_the_console_script_is_installed():
+    script = Path(sys.executable).parent / "mil-assert"
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "render" in done.stdout and "merge" in done.stdout
