@@ -11,11 +11,13 @@ import io
 import math
 from typing import Any
 
+from mil_assert.method import bibtex, method_text
 from mil_assert.report import format_matrix, report_models, report_results
 from mil_assert.results import CellResult
 from mil_assert.synthetic import TESTS
 
-FORMATS = ("md", "tex", "csv")
+TEXT_FORMATS = ("md", "tex", "csv", "method", "bib")
+"""Formats rendered as text; ``png`` (a figure, :mod:`mil_assert.figure`) is a file."""
 
 LATEX_SYMBOL = {
     "pass": r"$\checkmark$",
@@ -112,11 +114,15 @@ def to_csv(report: dict[str, Any]) -> str:
 
 
 def render(report: dict[str, Any], fmt: str, with_validation: bool = False) -> str:
-    """``report`` in format ``fmt`` (one of ``FORMATS``)."""
+    """``report`` in the text format ``fmt`` (one of ``TEXT_FORMATS``)."""
     if fmt == "md":
         return to_markdown(report)
     if fmt == "tex":
         return to_latex(report, with_validation)
     if fmt == "csv":
         return to_csv(report)
-    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "method":
+        return method_text(report)
+    if fmt == "bib":
+        return bibtex(report)
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(TEXT_FORMATS)}")

@@ -106,7 +106,10 @@ def build_report(results: Sequence[CellResult], models: Sequence[str], seeds: Se
                   for name, t in TESTS.items()},
         "verdict_rule": {"chance": verdict.CHANCE, "margin": verdict.MARGIN,
                          "learned_auc": verdict.LEARNED_AUC, "max_drop": verdict.MAX_DROP,
-                         "interval": "95% Student-t interval of the mean over seeds"},
+                         "violating_seeds": verdict.VIOLATING_SEEDS,
+                         "rule": "each seed is judged on its own; violation if at least "
+                                 "violating_seeds seeds show the shortcut, pass if seeds "
+                                 "that kept the ranking are a strict majority"},
         "results": [r.as_dict() for r in order_results(results, models)],
     }
 

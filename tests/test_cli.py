@@ -166,3 +166,38 @@ def test_the_console_script_is_installed():
     script = Path(sys.executable).parent / "mil-assert"
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "render" in done.stdout and "merge" in done.stdout
+
+
+def test_render_all_writes_every_format(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    code, out, _ = run(capsys, "render", str(REFERENCE), "--format", "all", "-o",
+                       str(tmp_path))
+    assert code == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["compliance-method.txt", "compliance.bib", "compliance.csv",
+                     "compliance.md", "compliance.png", "compliance.tex"]
+    assert (tmp_path / "compliance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    method = (tmp_path / "compliance-method.txt").read_text()
+    report = json.loads(REFERENCE.read_text())
+    assert f"{len(report['seeds'])} seeds" in method and "--mil-seeds=5" in method
+    assert "\\citet{raff2023reproducibility}" in method
+    bib = (tmp_path / "compliance.bib").read_text()
+    assert "@inproceedings{raff2023reproducibility," in bib
+    assert f"version = {{{report['environment']['mil_assert']}}}" in bib
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None or shutil.which("bibtex") is None,
+                    reason="no LaTeX engine installed")
+def test_method_text_and_bibtex_compile(tmp_path):
+    report = json.loads(REFERENCE.read_text())
+    (tmp_path / "refs.bib").write_text(render(report, "bib"))
+    (tmp_path / "p.tex").write_text(
+        r"\documentclass{article}\usepackage{natbib}\begin{document}"
+        + render(report, "method").split("\n\nTo reproduce")[0]
+        + r"\bibliographystyle{plainnat}\bibliography{refs}\end{document}")
+    for command in (["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "p.tex"],
+                    ["bibtex", "p"],
+                    ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "p.tex"]):
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stdout[-2000:]

@@ -17,6 +17,7 @@ import pytest
 
 from mil_assert.loading import ModelSpecError, resolve_models
 from mil_assert.plugin import seed_list
+from mil_assert.render import render
 
 REPO = Path(__file__).resolve().parent.parent
 TOY = REPO / "tests" / "toy_models.py"
@@ -143,3 +144,7 @@ def test_xdist_and_serial_runs_agree(serial_and_parallel_runs):
                  r["test_auc"]) for r in json.loads(path.read_text())["results"]]
 
     assert cells(serial_report) == cells(parallel_report)
+    serial_data = json.loads(serial_report.read_text())
+    parallel_data = json.loads(parallel_report.read_text())
+    for fmt in ("md", "tex", "csv"):
+        assert render(serial_data, fmt) == render(parallel_data, fmt)

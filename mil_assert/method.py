@@ -1,0 +1,108 @@
+"""A methods paragraph and BibTeX for a paper, generated from a report.
+
+The paragraph states what was run (tool, version, commit, tests with their citations,
+budget, seeds, device) and how to reproduce it; every number comes from the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mil_assert.report import report_models
+
+TEST_CITATIONS = {
+    "single_concept": "Algorithm 1 of \\citet{raff2023reproducibility}",
+    "threshold_poisoned": "Algorithm 2 of \\citet{raff2023reproducibility}",
+    "false_frequency": "Algorithm 3 of \\citet{raff2023reproducibility}",
+    "label_swap": "a label-swapped variant of Algorithm 1, after the asymmetry argument of "
+                  "\\citet{raff2023reproducibility}",
+}
+
+BIBTEX = r"""@inproceedings{raff2023reproducibility,
+  title     = {Reproducibility in Multiple Instance Learning: A Case For Algorithmic Unit Tests},
+  author    = {Raff, Edward and Holt, James},
+  booktitle = {Advances in Neural Information Processing Systems},
+  year      = {2023},
+  note      = {arXiv:2310.17867}
+}
+
+@article{dietterich1997solving,
+  title   = {Solving the multiple instance problem with axis-parallel rectangles},
+  author  = {Dietterich, Thomas G. and Lathrop, Richard H. and Lozano-P{\'e}rez, Tom{\'a}s},
+  journal = {Artificial Intelligence},
+  volume  = {89},
+  number  = {1-2},
+  pages   = {31--71},
+  year    = {1997}
+}
+
+@article{foulds2010review,
+  title   = {A review of multi-instance learning assumptions},
+  author  = {Foulds, James and Frank, Eibe},
+  journal = {The Knowledge Engineering Review},
+  volume  = {25},
+  number  = {1},
+  pages   = {1--25},
+  year    = {2010}
+}
+
+@software{mil_assert,
+  title   = {mil-assert: algorithmic unit tests for deep Multiple Instance Learning models},
+  version = {VERSION},
+  year    = {2026},
+  note    = {Apache-2.0}
+}
+"""
+
+
+def _tex(name: str) -> str:
+    return name.replace("_", "\\_")
+
+
+def method_text(report: dict[str, Any]) -> str:
+    """A methods paragraph in LaTeX-ready prose, with its reproduction command."""
+    env = report["environment"]
+    budget = report["budget"]
+    tests = list(dict.fromkeys(r["test"] for r in report["results"]))
+    models = report_models(report)
+    seeds = report["seeds"]
+    commit = f", commit {env['git_commit'][:10]}" if env.get("git_commit") else ""
+    described = "; ".join(f"\\texttt{{{_tex(t)}}} ({TEST_CITATIONS.get(t, t)})"
+                          for t in tests)
+    overrides = sorted({r["model"] for r in report["results"] if r.get("budget_overrides")})
+    override_note = (f" Models with their own budget: {', '.join(overrides)} (listed in the "
+                     f"report)." if overrides else "")
+    rule = report["verdict_rule"]
+    inverted_below = rule.get("chance", 0.5) - rule.get("margin", 0.1)
+    paragraph = (
+        f"We tested {len(models)} model(s) for compliance with the multiple instance "
+        f"learning (MIL) assumptions \\citep{{dietterich1997solving,foulds2010review}} with "
+        f"mil-assert {env.get('mil_assert', '?')}{commit} \\citep{{mil_assert}}, which "
+        f"implements the algorithmic unit tests of \\citet{{raff2023reproducibility}}: "
+        f"{described}. Each model was trained from scratch on {budget['n_train_bags']} "
+        f"synthetic training bags of {report['instance_dim']}-dimensional instances for "
+        f"{budget['epochs']} epochs (batch size {budget['batch_size']}, "
+        f"{budget['optimizer']}, learning rate {budget['lr']:g}), independently for each "
+        f"of {len(seeds)} seeds ({', '.join(map(str, seeds))}), which seed the data, the "
+        f"initial weights and the batch order; it was scored by ROC AUC on "
+        f"{budget['n_eval_bags']} fresh validation bags from the training distribution and "
+        f"{budget['n_eval_bags']} test bags from the shifted test distribution."
+        f"{override_note} A seed shows a violation when its test AUC falls below "
+        f"{inverted_below:g} or, after learning (validation AUC at least "
+        f"{rule.get('learned_auc', 0.75):g}), drops by more than "
+        f"{rule.get('max_drop', 0.2):g}; a test is violated when at least "
+        f"{rule.get('violating_seeds', 2)} seeds show it. Runs used PyTorch "
+        f"{env.get('torch', '?')} and Python {env.get('python', '?')} on "
+        f"{env.get('device', '?')}."
+    )
+    model_option = ",".join(models)
+    reproduce = (f"pytest tests/test_compliance.py --model={model_option} "
+                 f"--mil-seeds={len(seeds)} --mil-report=report.json")
+    return (paragraph + "\n\nTo reproduce (from a mil-assert checkout"
+            + (f" at commit {env['git_commit']}" if env.get("git_commit") else "")
+            + f"):\n\n    {reproduce}\n")
+
+
+def bibtex(report: dict[str, Any]) -> str:
+    """BibTeX entries for the citations of :func:`method_text`."""
+    return BIBTEX.replace("VERSION", str(report["environment"].get("mil_assert", "")))
