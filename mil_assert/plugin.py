@@ -23,7 +23,7 @@ import torch
 
 from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget
 from mil_assert.harness import resolve_device, run_cell
-from mil_assert.loading import ModelSpecError, resolve_models
+from mil_assert.loading import resolve_models
 from mil_assert.registry import ModelSpec
 from mil_assert.report import build_report, format_matrix, write_json_atomic
 from mil_assert.results import CellResult
@@ -67,7 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def seed_list(n_seeds: int) -> list[int]:
     """Seeds ``0 .. n_seeds - 1`` of a run; a verdict needs at least ``MIN_SEEDS``."""
     if n_seeds < MIN_SEEDS:
-        raise ValueError(f"a verdict needs at least {MIN_SEEDS} seeds, got {n_seeds}")
+        raise ValueError(f"--mil-seeds={n_seeds}: a verdict needs at least {MIN_SEEDS} seeds")
     return list(range(n_seeds))
 
 
@@ -76,12 +76,9 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         models = resolve_models(config.getoption("model"), base_dir)
         device = resolve_device(config.getoption("device"))
-    except (ModelSpecError, ValueError) as error:
-        raise pytest.UsageError(str(error)) from None
-    try:
         seeds = seed_list(config.getoption("mil_seeds"))
-    except ValueError as error:
-        raise pytest.UsageError(f"--mil-seeds: {error}") from None
+    except ValueError as error:  # ModelSpecError is a ValueError
+        raise pytest.UsageError(str(error)) from None
     report = config.getoption("mil_report")
     state = SuiteState(
         models=models, seeds=seeds, device=device,

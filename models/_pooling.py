@@ -20,7 +20,11 @@ def masked_max(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over instances of ``logits`` ``[B, N]``; padded rows get weight 0."""
+    """Softmax over the last axis of ``logits`` (instances, ``[B, N]``, or keys, ``[..., L]``).
+
+    ``mask`` broadcasts against ``logits``; masked entries get weight 0, and a fully
+    masked row is all zeros instead of NaN.
+    """
     lowest = torch.finfo(logits.dtype).min
-    weights = torch.softmax(logits.masked_fill(~mask, lowest), dim=1)
+    weights = torch.softmax(logits.masked_fill(~mask, lowest), dim=-1)
     return weights * mask

@@ -32,13 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mil_assert.models._pooling import masked_softmax
 from mil_assert.registry import Expected, ModelSpec
-
-
-def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis; masked keys get weight 0, a fully masked row is all 0."""
-    lowest = torch.finfo(logits.dtype).min
-    return torch.softmax(logits.masked_fill(~mask, lowest), dim=-1) * mask
 
 
 def _iterative_pinv(A: torch.Tensor, iterations: int = 6) -> torch.Tensor:
@@ -93,9 +88,9 @@ class NystromAttention(nn.Module):
         keys = mask[:, None, None, :]  # [B, 1, 1, L]
         lands = valid[:, None, None, :]  # [B, 1, 1, m]
         rows = valid[:, None, :, None].to(x.dtype)  # [B, 1, m, 1]
-        kernel_1 = _masked_softmax(q @ k_land.transpose(-1, -2), lands)  # [B, h, L, m]
-        kernel_2 = _masked_softmax(q_land @ k_land.transpose(-1, -2), lands) * rows
-        kernel_3 = _masked_softmax(q_land @ k.transpose(-1, -2), keys) * rows  # [B, h, m, L]
+        kernel_1 = masked_softmax(q @ k_land.transpose(-1, -2), lands)  # [B, h, L, m]
+        kernel_2 = masked_softmax(q_land @ k_land.transpose(-1, -2), lands) * rows
+        kernel_3 = masked_softmax(q_land @ k.transpose(-1, -2), keys) * rows  # [B, h, m, L]
         # An empty landmark gets a 1 on the diagonal of the m x m matrix, which keeps it
         # invertible and block-diagonal; its column of kernel_1 is 0, so it adds nothing.
         kernel_2 = kernel_2 + torch.diag_embed((~valid).to(x.dtype))[:, None]
