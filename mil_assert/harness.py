@@ -174,15 +174,13 @@ def run_cell(
         cell_budget = budget.with_overrides(spec.budget)
         for seed in seeds:
             scores.append(train_seed(spec, test, seed, cell_budget, dim, device))
-        val = SeedSummary.of([s.val_auc for s in scores])
-        tst = SeedSummary.of([s.test_auc for s in scores])
-        verdict, message = judge(test.kind, val.per_seed, tst.per_seed)
+        verdict, message = judge(test.kind, [s.val_auc for s in scores],
+                                 [s.test_auc for s in scores])
     except Exception as error:  # noqa: BLE001 - a broken model must become an error cell
-        seed = seeds[len(scores)] if len(scores) < len(seeds) else None
-        where = f"seed {seed}: " if seed is not None else ""
+        where = f"seed {seeds[len(scores)]}: " if len(scores) < len(seeds) else ""
         verdict, message = "error", f"{where}{type(error).__name__}: {error}"
-        val = SeedSummary.of([s.val_auc for s in scores]) if scores else None
-        tst = SeedSummary.of([s.test_auc for s in scores]) if scores else None
+    val = SeedSummary.of([s.val_auc for s in scores]) if scores else None
+    tst = SeedSummary.of([s.test_auc for s in scores]) if scores else None
     return CellResult(
         model=spec.name, test=test.name, verdict=verdict,
         expected=None if expected is None else expected.verdict,
