@@ -1,15 +1,19 @@
-"""The training harness: one training loop, fixed budget, several seeds per cell.
+"""The training harness: one training loop, fixed budget, all the seeds of a cell at once.
 
-For each seed the harness generates the test's bags, builds the model with weights
-seeded from the run's seed, trains it on the training bags in padded mini-batches with
-masks, and scores the held-out validation bags (training distribution: did it learn?)
-and the test bags (shifted distribution: did it learn the right rule?). Never the
-training bags: models memorise them.
+For each seed the harness generates the test's bags and builds the model with weights
+seeded from that seed. The seeds' models are then stacked into one model
+(:mod:`mil_assert.stacking`) and trained together on their own training bags, in padded
+mini-batches with masks, one optimizer step for all seeds; a model that cannot be stacked
+is trained seed by seed with the same loop. Each seed is scored on its held-out
+validation bags (training distribution: did it learn?) and test bags (shifted
+distribution: did it learn the right rule?). Never the training bags: models memorise
+them.
 
 Model contract: ``model(X, mask) -> logits``, ``X`` float ``[B, N, D]``, ``mask`` bool
-``[B, N]`` (True = real instance), logits float ``[B]``. A model may define
-``loss(X, mask, y) -> scalar tensor`` to train with its own objective (an auxiliary
-instance loss, say); otherwise the harness minimises binary cross-entropy on the logits.
+``[B, N]`` (True = real instance), logits float ``[B]``; a bag's logit depends on that bag
+only. A model may define ``loss(X, mask, y) -> [B]``, one loss per bag, to train with its
+own objective (an auxiliary instance loss, say); otherwise the harness uses binary
+cross-entropy on the logits. Each seed minimises the mean of its bags' losses.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from mil_assert.metrics import SeedSummary, roc_auc
 from mil_assert.registry import ModelSpec
 from mil_assert.results import CellResult
 from mil_assert.seeding import cpu_generator, derive_seed
-from mil_assert.synthetic import AlgorithmicTest, Bags
+from mil_assert.stacking import NotStackable, check_stacked, stack_models
+from mil_assert.synthetic import AlgorithmicTest, Bags, Splits
 from mil_assert.verdict import judge
 
 EVAL_CHUNK_BAGS = 1024
@@ -37,17 +42,7 @@ class ModelMisbehaved(RuntimeError):
 
 
 class BudgetExceeded(RuntimeError):
-    """A seed ran past the budget's wall-clock guard."""
-
-
-@dataclass(frozen=True)
-class SeedScores:
-    """AUCs of one trained seed."""
-
-    seed: int
-    val_auc: float
-    test_auc: float
-    seconds: float
+    """Training ran past the budget's wall-clock guard."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,27 +59,103 @@ def resolve_device(name: str) -> torch.device:
     raise ValueError(f"unknown device {name!r}: use auto, cpu or cuda")
 
 
-def train_seed(
-    spec: ModelSpec, test: AlgorithmicTest, seed: int, budget: Budget, dim: int,
-    device: torch.device,
-) -> SeedScores:
-    """Train ``spec``'s model on one seed of ``test`` and score its held-out sets."""
-    started = time.monotonic()
-    splits = test.generate(seed, dim=dim, n_train=budget.n_train_bags,
-                           n_eval=budget.n_eval_bags).to(device)
-    cuda_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices):
+@dataclass(frozen=True)
+class SeedBags:
+    """One split of ``S`` seeds, padded to a common bag size ``N``.
+
+    Attributes:
+        X: float ``[S, bags, N, D]``.
+        mask: bool ``[S, bags, N]``, True for real instances.
+        y: float ``[S, bags]``.
+    """
+
+    X: torch.Tensor
+    mask: torch.Tensor
+    y: torch.Tensor
+
+    @classmethod
+    def of(cls, sets: Sequence[Bags], device: torch.device) -> SeedBags:
+        n = max(bags.X.shape[1] for bags in sets)
+
+        def padded(t: torch.Tensor) -> torch.Tensor:
+            widths = [0, 0] * (t.dim() - 2) + [0, n - t.shape[1]]
+            return torch.nn.functional.pad(t, widths)
+
+        return cls(torch.stack([padded(b.X) for b in sets]).to(device),
+                   torch.stack([padded(b.mask) for b in sets]).to(device),
+                   torch.stack([b.y for b in sets]).to(device))
+
+    @property
+    def seeds(self) -> int:
+        return self.X.shape[0]
+
+    def __len__(self) -> int:
+        return self.X.shape[1]
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Bags ``index [S, b]`` of each seed, folded seed-major: ``[S*b, N, D]``, ...."""
+        rows = torch.arange(self.seeds, device=index.device)[:, None]
+        X, mask, y = self.X[rows, index], self.mask[rows, index], self.y[rows, index]
+        return X.flatten(0, 1), mask.flatten(0, 1), y.flatten(0, 1)
+
+
+def build_model(spec: ModelSpec, seed: int, dim: int) -> nn.Module:
+    """``spec``'s model with its initial weights drawn from ``seed``'s own stream."""
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "model/init"))
         model = spec.factory(dim)
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"the factory of {spec.name!r} returned {type(model).__name__}, "
-                            f"not a torch.nn.Module")
-        model = model.to(device)
-        fit(model, splits.train, budget, cpu_generator(seed, "train/shuffle"),
-            deadline=started + budget.max_seconds)
-        val_auc = roc_auc(predict(model, splits.val), splits.val.y.cpu().numpy())
-        test_auc = roc_auc(predict(model, splits.test), splits.test.y.cpu().numpy())
-    return SeedScores(seed, val_auc, test_auc, time.monotonic() - started)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"the factory of {spec.name!r} returned {type(model).__name__}, "
+                        f"not a torch.nn.Module")
+    return model
+
+
+@dataclass(frozen=True)
+class Group:
+    """Seeds trained as one model: a stacked model for several seeds, or a seed's own."""
+
+    seeds: tuple[int, ...]
+    model: nn.Module
+    train: SeedBags
+    val: SeedBags
+    test: SeedBags
+
+    def label(self) -> str:
+        if len(self.seeds) == 1:
+            return f"seed {self.seeds[0]}"
+        return "seeds " + ", ".join(str(seed) for seed in self.seeds)
+
+
+def plan_groups(
+    spec: ModelSpec, seeds: Sequence[int], splits: Sequence[Splits], dim: int,
+    budget: Budget, device: torch.device,
+) -> tuple[list[Group], str]:
+    """Build every seed's model and stack them when the model allows it.
+
+    Returns the groups to train and how the seeds are trained, for the report.
+    """
+    models = [build_model(spec, seed, dim) for seed in seeds]
+    how = "seed by seed: one seed"
+    if not spec.stackable:
+        how = "seed by seed: the model's spec sets stackable=False"
+    elif len(seeds) > 1:
+        train = SeedBags.of([s.train for s in splits], torch.device("cpu"))
+        first = torch.arange(min(budget.batch_size, len(train)))
+        try:
+            stacked = stack_models(models)
+            check_stacked(stacked, models, train.X[:, first], train.mask[:, first])
+        except NotStackable as reason:
+            how = f"seed by seed: {reason}"
+        else:
+            return [Group(tuple(seeds), stacked.to(device), *_seed_bags(splits, device))], \
+                f"stacked: {len(seeds)} seeds as one model"
+    return [Group((seed,), model.to(device), *_seed_bags([split], device))
+            for seed, model, split in zip(seeds, models, splits, strict=True)], how
+
+
+def _seed_bags(splits: Sequence[Splits], device: torch.device) -> tuple[SeedBags, ...]:
+    return tuple(SeedBags.of([getattr(s, part) for s in splits], device)
+                 for part in ("train", "val", "test"))
 
 
 def make_optimizer(model: nn.Module, budget: Budget) -> torch.optim.Optimizer:
@@ -92,70 +163,98 @@ def make_optimizer(model: nn.Module, budget: Budget) -> torch.optim.Optimizer:
     return optimizer(model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
 
 
-def bag_loss(
-    model: nn.Module, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
-    """The model's own ``loss`` if it has one, else BCE on its checked logits."""
+def seed_losses(model: nn.Module, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor,
+                seeds: int) -> torch.Tensor:
+    """``[S]``: each seed's mean bag loss, from the model's own ``loss`` or BCE on its logits.
+
+    ``X [S*b, N, D]``, ``mask [S*b, N]``, ``y [S*b]``, seed-major.
+    """
     own_loss = getattr(model, "loss", None)
     if callable(own_loss):
-        return own_loss(X, mask, y)
-    logits = model(X, mask)
-    check_logits(logits, X.shape[0])
-    return nn.functional.binary_cross_entropy_with_logits(logits, y)
+        losses = own_loss(X, mask, y)
+        if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (X.shape[0],):
+            shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses)
+            raise ModelMisbehaved(f"loss must return one loss per bag, shape [B] = "
+                                  f"({X.shape[0] // seeds},), got {shape}")
+    else:
+        logits = model(X, mask)
+        check_logits(logits, X.shape[0], seeds)
+        losses = nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    return losses.view(seeds, -1).mean(dim=1)
 
 
-def fit(model: nn.Module, bags: Bags, budget: Budget, shuffle: torch.Generator,
-        deadline: float) -> None:
-    """Train ``model`` for ``budget.epochs`` passes over ``bags`` in shuffled mini-batches."""
+def fit(model: nn.Module, bags: SeedBags, budget: Budget,
+        shuffles: Sequence[torch.Generator], deadline: float) -> None:
+    """Train ``model`` for ``budget.epochs`` passes over each seed's bags in shuffled mini-batches.
+
+    Seed ``s`` draws its batch order from ``shuffles[s]``; one optimizer step updates all seeds.
+    """
     optimizer = make_optimizer(model, budget)
     model.train()
-    n_bags = len(bags)
+    n_bags, device = len(bags), bags.X.device
     for epoch in range(budget.epochs):
-        order = torch.randperm(n_bags, generator=shuffle).to(bags.X.device)
-        finite = torch.ones((), dtype=torch.bool, device=bags.X.device)
+        order = torch.stack([torch.randperm(n_bags, generator=g) for g in shuffles]).to(device)
+        finite = torch.ones((), dtype=torch.bool, device=device)
         for start in range(0, n_bags, budget.batch_size):
-            batch = order[start:start + budget.batch_size]
-            loss = bag_loss(model, bags.X[batch], bags.mask[batch], bags.y[batch])
-            if loss.dim() != 0:
-                raise ModelMisbehaved(f"loss must be a scalar, got shape {tuple(loss.shape)}")
+            losses = seed_losses(model, *bags.batch(order[:, start:start + budget.batch_size]),
+                                 bags.seeds)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            losses.sum().backward()
             optimizer.step()
-            finite &= torch.isfinite(loss.detach())
+            finite &= torch.isfinite(losses.detach()).all()
         if not bool(finite):
             raise ModelMisbehaved(f"non-finite training loss in epoch {epoch + 1}")
         if time.monotonic() > deadline:
             raise BudgetExceeded(f"training passed the wall-clock guard of "
-                                 f"{budget.max_seconds:g} s in epoch {epoch + 1} of "
+                                 f"{budget.max_seconds:g} s per seed in epoch {epoch + 1} of "
                                  f"{budget.epochs}")
 
 
 @torch.no_grad()
-def predict(model: nn.Module, bags: Bags) -> torch.Tensor:
-    """Checked bag logits ``[bags]`` on the CPU, computed in chunks in eval mode."""
+def predict(model: nn.Module, bags: SeedBags) -> torch.Tensor:
+    """Checked bag logits ``[S, bags]`` on the CPU, computed in chunks in eval mode."""
     model.eval()
     chunks = []
+    S = bags.seeds
     for start in range(0, len(bags), EVAL_CHUNK_BAGS):
-        X = bags.X[start:start + EVAL_CHUNK_BAGS]
-        logits = model(X, bags.mask[start:start + EVAL_CHUNK_BAGS])
-        check_logits(logits, X.shape[0])
-        chunks.append(logits.float())
-    logits = torch.cat(chunks).cpu()
+        index = torch.arange(start, min(start + EVAL_CHUNK_BAGS, len(bags)),
+                             device=bags.X.device).expand(S, -1)
+        X, mask, _ = bags.batch(index)
+        logits = model(X, mask)
+        check_logits(logits, X.shape[0], S)
+        chunks.append(logits.float().view(S, -1))
+    logits = torch.cat(chunks, dim=1).cpu()
     if not torch.isfinite(logits).all():
         bad = int((~torch.isfinite(logits)).sum())
-        raise ModelMisbehaved(f"{bad} of {len(logits)} bag logits are not finite (NaN or inf)")
+        raise ModelMisbehaved(f"{bad} of {logits.numel()} bag logits are not finite (NaN or inf)")
     return logits
 
 
-def check_logits(logits: object, n_bags: int) -> None:
+def check_logits(logits: object, n_bags: int, seeds: int = 1) -> None:
     if not isinstance(logits, torch.Tensor):
         raise ModelMisbehaved(f"forward must return a tensor of bag logits [B], "
                               f"got {type(logits).__name__}")
     if tuple(logits.shape) != (n_bags,):
-        raise ModelMisbehaved(f"forward must return bag logits of shape [B] = ({n_bags},), "
-                              f"got {tuple(logits.shape)}")
+        raise ModelMisbehaved(f"forward must return bag logits of shape [B] = "
+                              f"({n_bags // seeds},), got {tuple(logits.shape)}")
 
 
+def train_group(group: Group, budget: Budget) -> tuple[list[float], list[float]]:
+    """Train one group and return its seeds' validation and test AUCs."""
+    started = time.monotonic()
+    device = group.train.X.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # Only a model drawing random numbers while training (dropout, trained seed by
+        # seed) reads this stream.
+        torch.manual_seed(derive_seed(group.seeds[0], "train/random"))
+        fit(group.model, group.train, budget,
+            [cpu_generator(seed, "train/shuffle") for seed in group.seeds],
+            deadline=started + budget.max_seconds * len(group.seeds))
+    val = predict(group.model, group.val)
+    test = predict(group.model, group.test)
+    val_y, test_y = group.val.y.cpu().numpy(), group.test.y.cpu().numpy()
+    return ([roc_auc(val[s], val_y[s]) for s in range(len(group.seeds))],
+            [roc_auc(test[s], test_y[s]) for s in range(len(group.seeds))])
 
 
 def run_cell(
@@ -169,23 +268,31 @@ def run_cell(
     """
     expected = spec.expected.get(test.name)
     started = time.monotonic()
-    scores: list[SeedScores] = []
+    val_aucs: list[float] = []
+    test_aucs: list[float] = []
+    where, how = "", ""
     try:
         cell_budget = budget.with_overrides(spec.budget)
-        for seed in seeds:
-            scores.append(train_seed(spec, test, seed, cell_budget, dim, device))
-        verdict, message = judge(test.kind, [s.val_auc for s in scores],
-                                 [s.test_auc for s in scores])
+        splits = [test.generate(seed, dim=dim, n_train=cell_budget.n_train_bags,
+                                n_eval=cell_budget.n_eval_bags) for seed in seeds]
+        where = f"seed {seeds[0]}: "
+        groups, how = plan_groups(spec, seeds, splits, dim, cell_budget, device)
+        for group in groups:
+            where = f"{group.label()}: "
+            val, tst = train_group(group, cell_budget)
+            val_aucs += val
+            test_aucs += tst
+        verdict, message = judge(test.kind, val_aucs, test_aucs)
+        where = ""
     except Exception as error:  # noqa: BLE001 - a broken model must become an error cell
-        where = f"seed {seeds[len(scores)]}: " if len(scores) < len(seeds) else ""
         verdict, message = "error", f"{where}{type(error).__name__}: {error}"
-    val = SeedSummary.of([s.val_auc for s in scores]) if scores else None
-    tst = SeedSummary.of([s.test_auc for s in scores]) if scores else None
+    val_summary = SeedSummary.of(val_aucs) if val_aucs else None
+    test_summary = SeedSummary.of(test_aucs) if test_aucs else None
     return CellResult(
         model=spec.name, test=test.name, verdict=verdict,
         expected=None if expected is None else expected.verdict,
         expected_reason=None if expected is None else expected.reason,
-        seeds=tuple(int(s) for s in seeds), val_auc=val, test_auc=tst,
+        seeds=tuple(int(s) for s in seeds), val_auc=val_summary, test_auc=test_summary,
         seconds=time.monotonic() - started, message=message,
-        budget_overrides=dict(spec.budget),
+        budget_overrides=dict(spec.budget), training=how,
     )

@@ -51,6 +51,10 @@ class ModelSpec:
         expected: declared verdict per test name; tests not listed are expected to pass
             (``inconclusive`` is then reported as skipped).
         budget: overrides of :class:`mil_assert.defaults.Budget` fields for this model.
+        stackable: train all seeds of a cell as one stacked model when the model's layers
+            allow it (:mod:`mil_assert.stacking`); ``False`` trains them one by one, for a
+            model whose forward draws random numbers or mixes bags in a way the first-batch
+            check cannot see.
     """
 
     name: str
@@ -59,6 +63,7 @@ class ModelSpec:
     respects: tuple[str, ...] = ()
     expected: Mapping[str, Expected] = field(default_factory=dict)
     budget: Mapping[str, Any] = field(default_factory=dict)
+    stackable: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expected", MappingProxyType(dict(self.expected)))

@@ -13,7 +13,8 @@ class CellResult:
     """Verdict and AUCs of one model on one test over all seeds.
 
     ``val_auc`` / ``test_auc`` are ``None`` when no seed finished (``error``);
-    ``message`` holds the verdict's reason, or the error.
+    ``message`` holds the verdict's reason, or the error; ``training`` says whether the
+    seeds were trained as one stacked model or seed by seed, and why.
     """
 
     model: str
@@ -27,6 +28,7 @@ class CellResult:
     seconds: float
     message: str
     budget_overrides: dict[str, Any] = field(default_factory=dict)
+    training: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +43,7 @@ class CellResult:
             "seconds": round(self.seconds, 3),
             "message": self.message,
             "budget_overrides": dict(self.budget_overrides),
+            "training": self.training,
         }
 
     @classmethod
@@ -54,4 +57,5 @@ class CellResult:
             seeds=tuple(data.get("seeds", ())), val_auc=summary(data["val_auc"]),
             test_auc=summary(data["test_auc"]), seconds=float(data["seconds"]),
             message=data["message"], budget_overrides=dict(data.get("budget_overrides", {})),
+            training=data.get("training", ""),
         )

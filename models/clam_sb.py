@@ -6,13 +6,14 @@ by gated attention (as gated ABMIL), softmax-normalised over the bag's real inst
 and the attention-pooled embedding is classified. Training adds the instance-level
 clustering loss: for the bag's own class, the ``k`` most attended instances are pushed
 to be classified as that class's evidence and the ``k`` least attended as not, by a
-per-class instance classifier. Loss = 0.7 x bag loss + 0.3 x instance loss (the paper's
-``bag_weight`` default). Here ``k = 8`` as in the paper, reduced per bag to
-``floor(n / 2)`` real instances so that top and bottom never overlap and bags smaller
-than ``2k`` work (public versions crash on bags smaller than ``k``); padded rows are never
-sampled. Binary cross-entropy replaces the paper's two-way softmax (the same model for
-two classes), and the paper's smooth SVM instance loss is replaced by cross-entropy (one
-of the options of the public code). Width 64, attention width 32.
+per-class instance classifier. Per bag, loss = 0.7 x bag loss + 0.3 x instance loss (the
+paper's ``bag_weight`` default), the instance loss being the mean over the bag's chosen
+instances, as in the paper, which trains on one bag at a time. Here ``k = 8`` as in the
+paper, reduced per bag to ``floor(n / 2)`` real instances so that top and bottom never
+overlap and bags smaller than ``2k`` work (public versions crash on bags smaller than
+``k``); padded rows are never sampled. Binary cross-entropy replaces the paper's two-way
+softmax (the same model for two classes), and the paper's smooth SVM instance loss is
+replaced by cross-entropy (one of the options of the public code). Width 64, attention width 32.
 
 What its pooling can express: a weighted mean, like ABMIL; the instance loss shapes the
 attention but not the pooling, so it is neither set-monotone nor count-free.
@@ -54,7 +55,7 @@ class CLAMSB(nn.Module):
 
     def loss(self, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits, scores, h = self.pooled(X, mask)
-        bag_loss = binary_cross_entropy_with_logits(logits, y)
+        bag_loss = binary_cross_entropy_with_logits(logits, y, reduction="none")  # [B]
         k = min(self.k, X.shape[1])
         per_bag_k = torch.clamp(mask.sum(dim=1) // 2, max=k)  # [B]
         usable = torch.arange(k, device=X.device)[None, :] < per_bag_k[:, None]  # [B, k]
@@ -70,7 +71,7 @@ class CLAMSB(nn.Module):
         instance_logits = own_class.squeeze(-1).gather(1, chosen)  # [B, 2k]
         per_instance = binary_cross_entropy_with_logits(instance_logits, targets,
                                                         reduction="none")
-        instance_loss = (per_instance * weights).sum() / weights.sum().clamp(min=1.0)
+        instance_loss = (per_instance * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # [B]
         return self.bag_weight * bag_loss + (1.0 - self.bag_weight) * instance_loss
 
 

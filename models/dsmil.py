@@ -7,7 +7,7 @@ the highest-scoring real instance is the critical instance ``m``. Stream 2 atten
 all instances by their similarity to it, ``U_j = softmax_j(<q_j, q_m> / sqrt(d))`` with
 ``q = tanh(W_q h)``, pools the values ``b = sum_j U_j v_j`` and scores the bag with a
 linear layer. The prediction averages both streams' logits; the training loss is the
-paper's: the mean of the binary cross-entropies of the bag score and of the max instance
+paper's: per bag, the mean of the binary cross-entropies of the bag score and of the max instance
 score. The critical instance is chosen among real instances only (public versions take
 the max over padded rows too). Width 64, query width 32.
 
@@ -58,8 +58,8 @@ class DSMIL(nn.Module):
 
     def loss(self, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         max_logit, bag_logit = self.streams(X, mask)
-        return 0.5 * (binary_cross_entropy_with_logits(bag_logit, y)
-                      + binary_cross_entropy_with_logits(max_logit, y))
+        return 0.5 * (binary_cross_entropy_with_logits(bag_logit, y, reduction="none")
+                      + binary_cross_entropy_with_logits(max_logit, y, reduction="none"))
 
 
 SPEC = ModelSpec(

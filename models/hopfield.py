@@ -22,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from mil_assert.models._layers import BagConstant
 from mil_assert.models._pooling import masked_softmax
 from mil_assert.registry import Expected, ModelSpec
 
@@ -30,7 +31,7 @@ class HopfieldPooling(nn.Module):
     def __init__(self, dim: int, width: int = 64, n_states: int = 2, key_width: int = 32) -> None:
         super().__init__()
         self.embed = nn.Sequential(nn.Linear(dim, width), nn.ReLU())
-        self.states = nn.Parameter(torch.randn(n_states, width) / math.sqrt(width))
+        self.states = BagConstant(n_states, width)
         self.query = nn.Linear(width, key_width, bias=False)
         self.key = nn.Linear(width, key_width, bias=False)
         self.value = nn.Linear(width, width, bias=False)
@@ -39,8 +40,8 @@ class HopfieldPooling(nn.Module):
 
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.embed(X)  # [B, N, width]
-        q = self.query(self.states)  # [S, key_width]
-        scores = self.beta * torch.einsum("sk,bnk->bsn", q, self.key(h))  # [B, S, N]
+        q = self.query(self.states(X.shape[0]))  # [B, S, key_width]
+        scores = self.beta * torch.einsum("bsk,bnk->bsn", q, self.key(h))  # [B, S, N]
         batch, n_states, n = scores.shape
         weights = masked_softmax(scores.reshape(batch * n_states, n),
                                  mask.repeat_interleave(n_states, dim=0)).view(batch, n_states, n)

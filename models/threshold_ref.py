@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from mil_assert.registry import Expected, ModelSpec
+from mil_assert.stacking import concatenate_members
 
 
 class ThresholdReference(nn.Module):
@@ -48,41 +49,60 @@ class ThresholdReference(nn.Module):
                                              .uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(restarts, 1, fan_out)
                                             .uniform_(-bound, bound)))
+        self.restarts = restarts
         self.loss_momentum = loss_momentum
         self.register_buffer("recent_loss", torch.full((restarts,), math.inf))
 
+    @classmethod
+    def stacked(cls, members: list[ThresholdReference]) -> nn.Module:
+        """``M`` models as one: ``M * R`` restarts, ``R`` per member, on ``M`` folded batches."""
+        return concatenate_members(members)
+
     def log_probabilities(self, X: torch.Tensor,
                           mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``log p(bag positive)`` and ``log p(bag negative)``, each ``[R, B]``."""
-        batch, n, dim = X.shape
-        restarts = self.weights[0].shape[0]
-        h = X.reshape(1, batch * n, dim).expand(restarts, -1, -1)  # [R, B*N, D]
+        """``log p(bag positive)`` and ``log p(bag negative)``, each ``[M, R, b]``.
+
+        ``X [M*b, N, D]``: ``M`` members' batches of ``b`` bags, seed-major (``M = 1``
+        unless stacked).
+        """
+        rows, n, dim = X.shape
+        R = self.restarts
+        M = self.weights[0].shape[0] // R
+        b = rows // M
+        h = X.reshape(M, 1, b * n, dim).expand(M, R, b * n, dim).reshape(M * R, b * n, dim)
         last = len(self.weights) - 1
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             h = torch.baddbmm(bias, h, weight)
             if layer < last:
                 h = torch.relu(h)
-        log_p = torch.log_softmax(h, dim=-1)[..., 1:].reshape(restarts, batch, n, -1)
+        log_p = torch.log_softmax(h, dim=-1)[..., 1:].reshape(M, R, b, n, -1)
         lowest = torch.finfo(log_p.dtype).min
         # max_j log p_j[c] per concept; a bag with no real instance gets log 0 -> lowest
-        present = log_p.masked_fill(~mask[None, :, :, None], lowest).amax(dim=2)  # [R, B, K]
+        real = mask.view(M, 1, b, n, 1)
+        present = log_p.masked_fill(~real, lowest).amax(dim=3)  # [M, R, b, K]
         log_positive = present.sum(dim=-1).clamp(min=lowest, max=-1e-7)
         log_negative = torch.log(-torch.expm1(log_positive))
         return log_positive, log_negative
 
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         log_positive, log_negative = self.log_probabilities(X, mask)
-        best = int(torch.argmin(self.recent_loss))
-        return log_positive[best] - log_negative[best]
+        M = log_positive.shape[0]
+        best = torch.argmin(self.recent_loss.view(M, self.restarts), dim=1)  # [M]
+        members = torch.arange(M, device=X.device)
+        return (log_positive[members, best] - log_negative[members, best]).reshape(-1)
 
     def loss(self, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per bag, the restarts' summed negative log-likelihoods ``[M*b]``."""
         log_positive, log_negative = self.log_probabilities(X, mask)
-        per_restart = -(y * log_positive + (1.0 - y) * log_negative).mean(dim=1)  # [R]
+        M, R, b = log_positive.shape
+        target = y.view(M, 1, b)
+        per_bag = -(target * log_positive + (1.0 - target) * log_negative)  # [M, R, b]
         with torch.no_grad():
+            per_restart = per_bag.mean(dim=2).reshape(M * R)
             seen = torch.isfinite(self.recent_loss)
             blended = self.loss_momentum * self.recent_loss + (1 - self.loss_momentum) * per_restart
             self.recent_loss.copy_(torch.where(seen, blended, per_restart))
-        return per_restart.sum()
+        return per_bag.sum(dim=1).reshape(M * b)
 
 
 SPEC = ModelSpec(

@@ -26,14 +26,14 @@ Shapes: ``X`` float ``[B, N, D]``, ``mask`` bool ``[B, N]`` -> bag logits ``[B]`
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mil_assert.models._layers import BagConstant
 from mil_assert.models._pooling import masked_softmax
 from mil_assert.registry import Expected, ModelSpec
+from mil_assert.stacking import concatenate_members
 
 
 def _iterative_pinv(A: torch.Tensor, iterations: int = 6) -> torch.Tensor:
@@ -128,19 +128,26 @@ class PPEG(nn.Module):
 
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(
-            nn.Conv2d(width, width, size, padding=size // 2, groups=width) for size in (7, 5, 3)
-        )
+        self.kernels, self.biases = nn.ParameterList(), nn.ParameterList()
+        for size in (7, 5, 3):  # nn.Conv2d's initialisation; [M = 1, C, size, size], [1, C]
+            conv = nn.Conv2d(width, width, size, padding=size // 2, groups=width)
+            self.kernels.append(nn.Parameter(conv.weight.detach()[None, :, 0]))
+            self.biases.append(nn.Parameter(conv.bias.detach()[None]))
+
+    @classmethod
+    def stacked(cls, members: list[PPEG]) -> nn.Module:
+        return concatenate_members(members)
 
     def _kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The identity plus the three convolutions as one ``[C, 7, 7]`` kernel and ``[C]`` bias."""
-        kernel = sum(F.pad(conv.weight[:, 0], [(7 - conv.kernel_size[0]) // 2] * 4)
-                     for conv in self.convs)
-        kernel = kernel + F.pad(kernel.new_ones(1, 1, 1), [3] * 4)
-        return kernel, sum(conv.bias for conv in self.convs)
+        """The identity plus the three convolutions: ``[M, C, 7, 7]`` kernel, ``[M, C]`` bias."""
+        kernel = sum(F.pad(k, [(7 - k.shape[-1]) // 2] * 4) for k in self.kernels)
+        kernel = kernel + F.pad(kernel.new_ones(1, 1, 1, 1), [3] * 4)
+        return kernel, sum(self.biases)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         B, N, C = tokens.shape
+        kernel, bias = self._kernel()
+        M = kernel.shape[0]  # members folded seed-major into the bag axis (1 unless stacked)
         side = torch.ceil(torch.sqrt(lengths.to(torch.float64))).long().clamp(min=1)  # [B]
         canvas_side = int(side.max())
         cells = canvas_side * canvas_side
@@ -154,20 +161,22 @@ class PPEG(nn.Module):
         source = torch.where(inside, j, N)
         padded = torch.cat([tokens, tokens.new_zeros(B, 1, C)], dim=1)
         grid = padded.gather(1, source[..., None].expand(-1, -1, C))  # [B, cells, C]
+        grid = grid.view(M, B // M, cells, C)
 
-        kernel, bias = self._kernel()
         if cells <= self.dense_cells:
             # out[p] = bias + sum_q kernel[q_r - p_r + 3, q_c - p_c + 3] grid[q].
             dr = r[None, :] - r[:, None] + 3  # [cells (p), cells (q)]
             dc = c[None, :] - c[:, None] + 3
             near = (dr >= 0) & (dr < 7) & (dc >= 0) & (dc < 7)
             offset = (dr.clamp(0, 6) * 7 + dc.clamp(0, 6)).flatten()
-            matrix = kernel.reshape(C, 49).index_select(1, offset).view(C, cells, cells) * near
-            grid = torch.einsum("bqc,cpq->bpc", grid, matrix) + bias
+            matrix = kernel.reshape(M, C, 49).index_select(2, offset).view(M, C, cells, cells)
+            grid = torch.einsum("mbqc,mcpq->mbpc", grid, matrix * near) + bias[:, None, None]
         else:  # large bags: the same map as a convolution, whose cost grows linearly
-            image = grid.transpose(1, 2).reshape(B, C, canvas_side, canvas_side)
-            image = F.conv2d(image, kernel[:, None], bias, padding=3, groups=C)
-            grid = image.reshape(B, C, cells).transpose(1, 2)
+            image = grid.permute(1, 0, 3, 2).reshape(B // M, M * C, canvas_side, canvas_side)
+            image = F.conv2d(image, kernel.reshape(M * C, 1, 7, 7), bias.reshape(M * C),
+                             padding=3, groups=M * C)
+            grid = image.reshape(B // M, M, C, cells).permute(1, 0, 3, 2)
+        grid = grid.reshape(B, cells, C)
 
         # Back from the canvas: token j of bag b is at cell (j // H_b) * side + j % H_b.
         t = torch.arange(N, device=tokens.device)
@@ -181,7 +190,7 @@ class TransMIL(nn.Module):
     def __init__(self, dim: int, width: int = 64, heads: int = 2, landmarks: int = 8) -> None:
         super().__init__()
         self.embed = nn.Sequential(nn.Linear(dim, width), nn.ReLU())
-        self.cls_token = nn.Parameter(torch.randn(1, 1, width) / math.sqrt(width))
+        self.cls_token = BagConstant(1, width)
         self.layer_1 = TransLayer(width, heads, landmarks)
         self.ppeg = PPEG(width)
         self.layer_2 = TransLayer(width, heads, landmarks)
@@ -197,7 +206,7 @@ class TransMIL(nn.Module):
         real = torch.arange(N, device=X.device) < lengths[:, None]  # [B, N]
         h = self.embed(torch.where(real[..., None], X, 0.0)) * real[..., None]
 
-        x = torch.cat([self.cls_token.expand(B, -1, -1), h], dim=1)  # [B, 1 + N, width]
+        x = torch.cat([self.cls_token(B), h], dim=1)  # [B, 1 + N, width]
         seq_mask = torch.cat([real.new_ones(B, 1), real], dim=1)
         x = self.layer_1(x, seq_mask)
         x = torch.cat([x[:, :1], self.ppeg(x[:, 1:], lengths)], dim=1)

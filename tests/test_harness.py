@@ -59,11 +59,23 @@ def test_a_model_can_train_with_its_own_loss():
     class OwnLoss(toy_models.InstanceMax):
         def loss(self, X, mask, y):
             calls.append(X.shape[0])
-            return torch.nn.functional.binary_cross_entropy_with_logits(self(X, mask), y)
+            return torch.nn.functional.binary_cross_entropy_with_logits(self(X, mask), y,
+                                                                        reduction="none")
 
     result = cell(ModelSpec("own_loss", factory=OwnLoss), seeds=(0, 1))
     assert result.verdict != "error", result.message
-    assert len(calls) == 2 * SMALL.epochs * 2  # 2 seeds x epochs x 2 batches of 32
+    assert result.training.startswith("stacked")
+    assert calls == [64] * (SMALL.epochs * 2)  # epochs x 2 steps, each on 2 seeds x 32 bags
+
+
+def test_a_loss_must_be_one_per_bag():
+    class ScalarLoss(toy_models.InstanceMax):
+        def loss(self, X, mask, y):
+            return torch.nn.functional.binary_cross_entropy_with_logits(self(X, mask), y)
+
+    result = cell(ModelSpec("scalar_loss", factory=ScalarLoss))
+    assert result.verdict == "error"
+    assert "loss must return one loss per bag, shape [B] = (32,), got ()" in result.message
 
 
 def test_unknown_device_is_a_clear_error():

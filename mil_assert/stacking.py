@@ -1,0 +1,184 @@
+"""Train the seeds of a cell together: one model whose layers hold every seed's parameters.
+
+``S`` copies of a model, one per seed and each initialised from its own seed, become one
+*stacked* module. It takes the ``S`` seeds' batches concatenated along the bag axis,
+seed-major (``X [S*B, N, D]``, ``mask [S*B, N]``: rows ``s*B .. (s+1)*B - 1`` are seed
+``s``'s bags) and returns ``[S*B]`` logits. Parameter-free operations (activations,
+masked pooling, attention within a bag) already act bag by bag, so only the layers that
+hold parameters change: each is replaced by one holding the ``S`` copies' parameters
+along a new leading axis, which applies copy ``s`` to the rows of seed ``s``. One Adam
+step on the stacked parameters is ``S`` independent Adam steps (Adam is element-wise),
+and the summed per-seed losses give each seed its own gradient, so the seeds stay
+independent: one seed's data, initialisation and batch order never reach another.
+
+Stacking is automatic for modules built from ``nn.Linear`` and ``nn.LayerNorm``; a module
+of another kind that holds parameters supports it by defining a classmethod
+``stacked(members) -> nn.Module`` (:func:`concatenate_members` serves modules whose
+parameters already carry a leading "members" axis). Anything else raises
+:class:`NotStackable` and the harness trains the seeds one by one. Because a wrong
+stacking would be silent, :func:`check_stacked` compares the stacked model with the
+seeds' own models on a real batch before training.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RANDOM_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                 nn.FeatureAlphaDropout)
+CHECK_TOLERANCE = 1e-4
+"""Largest difference, relative to the logits' scale, between the stacked model and the
+seeds' own models on the check batch; float32 rounding is about a thousand times smaller."""
+
+
+class NotStackable(Exception):
+    """The seeds of this model cannot be trained as one stacked model; the reason says why."""
+
+
+class StackedLinear(nn.Module):
+    """``S`` ``nn.Linear`` layers: weight ``[S, in, out]``, bias ``[S, 1, out]``.
+
+    ``x [S*B, ..., in]`` (seed-major) -> ``[S*B, ..., out]``.
+    """
+
+    def __init__(self, members: Sequence[nn.Linear]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([m.weight.detach().t() for m in members]))
+        self.bias = (None if members[0].bias is None else
+                     nn.Parameter(torch.stack([m.bias.detach() for m in members])[:, None]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(self.weight.shape[0], -1, x.shape[-1])  # [S, B*..., in]
+        out = (torch.bmm(rows, self.weight) if self.bias is None
+               else torch.baddbmm(self.bias, rows, self.weight))
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+class StackedLayerNorm(nn.Module):
+    """``S`` ``nn.LayerNorm`` layers over the last axis: affine weight and bias ``[S, 1, F]``.
+
+    ``x [S*B, ..., F]`` (seed-major) -> the same shape.
+    """
+
+    def __init__(self, members: Sequence[nn.LayerNorm]) -> None:
+        super().__init__()
+        first = members[0]
+        if len(first.normalized_shape) != 1:
+            raise NotStackable("a LayerNorm over more than the last axis is not stackable")
+        self.normalized_shape = first.normalized_shape
+        self.eps = first.eps
+        self.members = len(members)
+        self.weight = self.bias = None
+        if first.weight is not None:
+            self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in members])[:, None])
+        if first.bias is not None:
+            self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in members])[:, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
+        out = out.reshape(self.members, -1, x.shape[-1])
+        if self.weight is not None:
+            out = out * self.weight
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(x.shape)
+
+
+STACKED_LAYERS: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Linear: StackedLinear,
+    nn.LayerNorm: StackedLayerNorm,
+}
+
+
+def concatenate_members(members: Sequence[nn.Module]) -> nn.Module:
+    """Stack modules whose parameters and buffers all carry a leading members axis.
+
+    For a module that handles ``M`` members folded into the bag axis by itself (its
+    parameters' first axis has size ``M``, 1 for a single model): the stacked module is a
+    copy of the first whose tensors are the members' concatenated along that axis.
+    """
+    stacked = copy.deepcopy(members[0])
+    for name, _ in members[0].named_parameters():
+        owner, attribute = _owner(stacked, name)
+        joined = torch.cat([m.get_parameter(name).detach() for m in members])
+        setattr(owner, attribute, nn.Parameter(joined))
+    for name, _ in members[0].named_buffers():
+        owner, attribute = _owner(stacked, name)
+        owner._buffers[attribute] = torch.cat([m.get_buffer(name) for m in members])
+    return stacked
+
+
+def _owner(module: nn.Module, dotted: str) -> tuple[nn.Module, str]:
+    path, _, attribute = dotted.rpartition(".")
+    return (module.get_submodule(path) if path else module), attribute
+
+
+def stack_models(members: Sequence[nn.Module]) -> nn.Module:
+    """One stacked module computing every member on its own slice of a seed-major batch.
+
+    Raises:
+        NotStackable: a layer that holds parameters or buffers is of a kind this module
+            cannot stack and defines no ``stacked`` classmethod, a layer draws random
+            numbers (dropout), or the members differ in structure.
+    """
+    return _stack(list(members), "model")
+
+
+def _stack(members: list[nn.Module], where: str) -> nn.Module:
+    first = members[0]
+    kind = type(first)
+    if any(type(m) is not kind for m in members):
+        raise NotStackable(f"{where}: the seeds' models differ in structure")
+    custom = getattr(kind, "stacked", None)
+    if callable(custom):
+        return custom(members)
+    if kind in STACKED_LAYERS:
+        return STACKED_LAYERS[kind](members)
+    if isinstance(first, RANDOM_LAYERS) and getattr(first, "p", 0) > 0:
+        raise NotStackable(f"{where} ({kind.__name__}) draws random numbers, which one "
+                           f"stacked model cannot draw per seed")
+    own = [name for name, _ in first.named_parameters(recurse=False)]
+    own += [name for name, _ in first.named_buffers(recurse=False)]
+    if own:
+        raise NotStackable(f"{where} ({kind.__name__}) holds {', '.join(own)} directly; only "
+                           f"{', '.join(t.__name__ for t in STACKED_LAYERS)} layers, and "
+                           f"modules with a stacked() classmethod, can be stacked")
+    stacked = copy.copy(first)  # shares first's attributes; its module dicts are replaced
+    stacked._parameters, stacked._buffers = {}, {}
+    stacked._modules = {
+        name: None if child is None else _stack([m._modules[name] for m in members],
+                                                f"{where}.{name}")
+        for name, child in first._modules.items()
+    }
+    return stacked
+
+
+def check_stacked(stacked: nn.Module, members: Sequence[nn.Module], X: torch.Tensor,
+                  mask: torch.Tensor) -> None:
+    """Raise :class:`NotStackable` unless ``stacked`` computes each member's logits.
+
+    ``X [S, B, N, D]``, ``mask [S, B, N]``: one batch per member, member ``s`` on ``X[s]``.
+    """
+    S, B = mask.shape[:2]
+    with torch.no_grad():
+        own = torch.stack([member(X[s], mask[s]) for s, member in enumerate(members)])
+        try:
+            together = stacked(X.reshape(S * B, *X.shape[2:]), mask.reshape(S * B, -1))
+        except Exception as error:  # noqa: BLE001 - the members ran, so stacking broke it
+            raise NotStackable(f"the stacked model failed where the seeds' own models ran: "
+                               f"{type(error).__name__}: {error}") from error
+    if tuple(together.shape) != (S * B,):
+        raise NotStackable(f"the stacked model returned shape {tuple(together.shape)}, "
+                           f"not ({S * B},)")
+    together = together.view(S, B)
+    scale = own.abs().max().clamp(min=1.0)
+    gap = float((together - own).abs().max() / scale) if own.numel() else 0.0
+    if not gap <= CHECK_TOLERANCE:
+        raise NotStackable(f"the stacked model's logits differ from the seeds' own models by "
+                           f"{gap:.2g} (relative) on the first batch: the model probably "
+                           f"mixes bags or applies a layer to a tensor without a bag axis")
