@@ -1,10 +1,12 @@
-"""The ``mil-assert`` command: re-render and merge saved compliance reports.
+"""The ``mil-assert`` command: re-render and merge saved compliance reports; benchmark.
 
     mil-assert render REPORT.json --format md|tex|csv|png|method|bib|all [--validation] [-o OUT]
     mil-assert merge A.json B.json [...] -o MERGED.json
+    mil-assert benchmark [--model abmil] [--test single_concept] [--seeds 8] [--repeats 3]
 
-Training happens in pytest (``pytest --model=... --mil-report=REPORT.json``); this
-command never retrains. Bad input ends with a one-line message and exit status 2.
+Verdicts come from pytest (``pytest --model=... --mil-report=REPORT.json``); ``render``
+and ``merge`` never retrain, and ``benchmark`` only times training. Bad input ends with a
+one-line message and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,19 +14,25 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 import mil_assert
+from mil_assert.benchmark import benchmark, describe_device, format_table, torchmil_available
+from mil_assert.defaults import INSTANCE_DIM, Budget
 from mil_assert.figure import plot_report
+from mil_assert.harness import resolve_device
+from mil_assert.loading import ModelSpecError, resolve_models
 from mil_assert.render import TEXT_FORMATS, render
 from mil_assert.report import ReportError, load_report, merge_reports, write_json_atomic
+from mil_assert.synthetic import TESTS
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mil-assert",
         description="Re-render or merge mil-assert compliance reports (JSON written by "
-                    "pytest --mil-report). Training and judging happen in pytest.")
+                    "pytest --mil-report), or time the harness. Verdicts come from pytest.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {mil_assert.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -44,7 +52,49 @@ def build_parser() -> argparse.ArgumentParser:
                                               "tests, run with the same budget and data")
     merge.add_argument("reports", nargs="+", help="two or more JSON reports")
     merge.add_argument("-o", "--output", required=True, help="the merged JSON report")
+
+    bench = commands.add_parser(
+        "benchmark", help="time the harness against a plain padded loop, a batch-size-1 "
+                          "loop and torchmil's Trainer (if installed), side by side")
+    bench.add_argument("--model", default="abmil",
+                       help="a built-in name, pkg.module:factory or path.py:factory")
+    bench.add_argument("--test", default="single_concept", choices=sorted(TESTS))
+    bench.add_argument("--seeds", type=positive, default=8, help="seeds 0..S-1 (default 8)")
+    bench.add_argument("--repeats", type=positive, default=3,
+                       help="timed runs of each way; the median is reported (default 3)")
+    bench.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    bench.add_argument("--slow-seeds", type=positive, default=1,
+                       help="seeds the slow loops (c, d) really train (default 1)")
+    bench.add_argument("--slow-epochs", type=positive, default=3,
+                       help="epochs the slow loops (c, d) really train (default 3)")
     return parser
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def benchmark_command(args: argparse.Namespace) -> None:
+    specs = resolve_models(args.model, Path.cwd())
+    if len(specs) != 1:
+        raise ModelSpecError(f"benchmark times one model; --model={args.model!r} selects "
+                             f"{len(specs)}")
+    [spec] = specs
+    device = resolve_device(args.device)
+    budget = Budget().with_overrides(spec.budget)
+    print(f"mil-assert benchmark: {spec.name} on {args.test}, {args.seeds} seeds, "
+          f"{budget.n_train_bags} training bags x {budget.epochs} epochs, batch "
+          f"{budget.batch_size}, D = {INSTANCE_DIM}; median of {args.repeats} repeats")
+    print(f"device: {describe_device(device)}; {date.today().isoformat()}")
+    if not torchmil_available():
+        print("(d) torchmil Trainer: skipped, torchmil is not installed "
+              "(pip install torchmil to add it)")
+    timings = benchmark(spec, TESTS[args.test], args.seeds, Budget(), INSTANCE_DIM, device,
+                        args.repeats, args.slow_seeds, args.slow_epochs)
+    print(format_table(timings))
 
 
 ALL_FILES = {"md": ".md", "tex": ".tex", "csv": ".csv", "method": "-method.txt",
@@ -80,12 +130,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "render":
             render_command(args)
+        elif args.command == "benchmark":
+            benchmark_command(args)
         else:
             merged = merge_reports([(path, load_report(path)) for path in args.reports])
             write_json_atomic(merged, args.output)
             print(f"merged {len(args.reports)} reports ({len(merged['results'])} cells) "
                   f"into {args.output}")
-    except (ReportError, OSError) as error:
+    except (ReportError, ModelSpecError, OSError, ValueError) as error:
         print(f"mil-assert: error: {error}", file=sys.stderr)
         return 2
     return 0

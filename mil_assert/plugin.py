@@ -184,6 +184,10 @@ class ComplianceSession:
                                  f"over {len(state.seeds)} seeds)")
         for line in format_matrix(state.results, self.model_names).splitlines():
             terminalreporter.write_line(line)
+        seed_by_seed = {r.model: r.training for r in state.results
+                        if r.training.startswith("seed by seed") and len(r.seeds) > 1}
+        for model, training in sorted(seed_by_seed.items()):
+            terminalreporter.write_line(f"{model}: trained {training}")
         if state.report_path is not None:
             terminalreporter.write_line(f"report written to {state.report_path}")
 
