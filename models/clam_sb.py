@@ -87,8 +87,8 @@ SPEC = ModelSpec(
         "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC 0.00 "
                                        "on 12 of 12 seeds"),
         "false_frequency": Expected("violation", "the attention-weighted mean counts concept "
-                                    "copies: test AUC 0.13-0.24, inverted, on 12 of 12 seeds"),
+                                    "copies: test AUC 0.12-0.27, inverted, on 12 of 12 seeds"),
         "label_swap": Expected("violation", "attention uses absence as positive evidence: "
-                               "held-out AUC 0.79-0.90 on 12 of 12 seeds"),
+                               "held-out AUC 0.80-0.90 on 12 of 12 seeds"),
     },
 )

@@ -46,8 +46,8 @@ SPEC = ModelSpec(
         "threshold_poisoned": Expected("inconclusive", "one max-pooled score cannot express "
                                        "'A and B': validation AUC below 0.6 on 10 of 12 seeds"),
         "false_frequency": Expected("inconclusive", "one max-pooled score cannot express "
-                                    "'A and B': validation AUC 0.48-0.64 on 12 of 12 seeds"),
+                                    "'A and B': validation AUC 0.48-0.66 on 12 of 12 seeds"),
         "label_swap": Expected("pass", "set-monotone, cannot learn absence: held-out AUC "
-                               "0.43-0.53 on 12 of 12 seeds"),
+                               "0.42-0.52 on 12 of 12 seeds"),
     },
 )

@@ -119,6 +119,6 @@ SPEC = ModelSpec(
         "false_frequency": Expected("pass", "learns 'A and B', count-free: validation and "
                                     "test AUC 1.00 on 12 of 12 seeds"),
         "label_swap": Expected("pass", "set-monotone, cannot learn absence: held-out AUC "
-                               "0.43-0.53 on 12 of 12 seeds"),
+                               "0.42-0.53 on 12 of 12 seeds"),
     },
 )

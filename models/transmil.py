@@ -226,7 +226,7 @@ SPEC = ModelSpec(
         "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC "
                                        "0.00-0.05 on 12 of 12 seeds"),
         "false_frequency": Expected("violation", "a count-dependent rule on 6 of 12 seeds: "
-                                    "validation AUC 1.00, test AUC 0.27-0.64"),
+                                    "validation AUC 1.00, test AUC 0.09-0.52"),
         "label_swap": Expected("violation", "attention uses absence as positive evidence: "
                                "held-out AUC 1.00 on 12 of 12 seeds"),
     },
