@@ -202,3 +202,22 @@ def test_method_text_and_bibtex_compile(tmp_path):
         done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_benchmark_prints_times_device_and_ratios(capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).parent.parent)
+    assert main(["benchmark", "--model", "tests/toy_models.py:tiny_max", "--seeds", "2",
+                 "--repeats", "2", "--slow-epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny_max on single_concept, 2 seeds" in out and "median of 2 repeats" in out
+    assert "device: CPU" in out or "(CUDA)" in out
+    rows = [line for line in out.splitlines() if line.startswith("| (")]
+    assert [row.split("|")[1].strip() for row in rows][:3] == [
+        "(a) harness", "(b) plain padded loop", "(c) batch-size-1 loop"]
+    assert rows[0].split("|")[4].strip() == "1.0x"
+    assert all(row.split("|")[4].strip().endswith("x") for row in rows)
+
+
+def test_benchmark_times_one_model(capsys):
+    assert main(["benchmark", "--model", "abmil,mi_net"]) == 2
+    assert "benchmark times one model" in capsys.readouterr().err
