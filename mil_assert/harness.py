@@ -93,7 +93,8 @@ class SeedBags:
         return self.X.shape[1]
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Bags ``index [S, b]`` of each seed, folded seed-major: ``[S*b, N, D]``, ...."""
+        """Each seed's bags ``index [S, b]``, folded seed-major: ``X [S*b, N, D]``, ``mask
+        [S*b, N]``, ``y [S*b]``."""
         rows = torch.arange(self.seeds, device=index.device)[:, None]
         X, mask, y = self.X[rows, index], self.mask[rows, index], self.y[rows, index]
         return X.flatten(0, 1), mask.flatten(0, 1), y.flatten(0, 1)
