@@ -26,7 +26,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +34,7 @@ from tabulate import tabulate
 from torch import nn
 
 from mil_assert.defaults import Budget
-from mil_assert.harness import build_model, make_optimizer, run_cell
+from mil_assert.harness import build_model, make_optimizer, run_cell, seed_losses
 from mil_assert.metrics import roc_auc
 from mil_assert.registry import ModelSpec
 from mil_assert.seeding import cpu_generator
@@ -55,12 +55,8 @@ class Timing:
         return statistics.median(self.seconds) * self.scale
 
 
-def plain_loss(model: nn.Module, X: torch.Tensor, mask: torch.Tensor,
-               y: torch.Tensor) -> torch.Tensor:
-    own_loss = getattr(model, "loss", None)
-    if callable(own_loss):
-        return own_loss(X, mask, y).mean()
-    return nn.functional.binary_cross_entropy_with_logits(model(X, mask), y)
+Loop = Callable[[ModelSpec, Splits, int, Budget, int, torch.device, int], nn.Module]
+"""``loop(spec, splits, seed, budget, dim, device, epochs) -> trained model``."""
 
 
 @torch.no_grad()
@@ -69,45 +65,47 @@ def score(model: nn.Module, bags: Bags) -> float:
     return roc_auc(model(bags.X, bags.mask).cpu(), bags.y.cpu().numpy())
 
 
-def plain_loop(spec: ModelSpec, splits: Splits, seed: int, budget: Budget, dim: int,
-               device: torch.device, epochs: int) -> nn.Module:
-    """(b): one seed, padded mini-batches; returns the trained model."""
-    model = build_model(spec, seed, dim).to(device)
-    optimizer = make_optimizer(model, budget)
-    order = cpu_generator(seed, "train/shuffle")
-    train = splits.train
-    for _ in range(epochs):
-        model.train()
-        for batch in torch.randperm(len(train), generator=order).to(device).split(
-                budget.batch_size):
-            loss = plain_loss(model, train.X[batch], train.mask[batch], train.y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model
+Batches = Callable[[Bags, torch.Tensor, Budget], Iterator[tuple[torch.Tensor, ...]]]
 
 
-def batch_size_one_loop(spec: ModelSpec, splits: Splits, seed: int, budget: Budget, dim: int,
-                        device: torch.device, epochs: int) -> nn.Module:
-    """(c): one seed, one unpadded bag per step; returns the trained model."""
-    model = build_model(spec, seed, dim).to(device)
-    optimizer = make_optimizer(model, budget)
-    order = cpu_generator(seed, "train/shuffle")
-    train = splits.train
+def padded_batches(train: Bags, order: torch.Tensor,
+                   budget: Budget) -> Iterator[tuple[torch.Tensor, ...]]:
+    """(b): mini-batches of ``budget.batch_size`` padded bags, in ``order``."""
+    for batch in order.to(train.X.device).split(budget.batch_size):
+        yield train.X[batch], train.mask[batch], train.y[batch]
+
+
+def single_bags(train: Bags, order: torch.Tensor,
+                budget: Budget) -> Iterator[tuple[torch.Tensor, ...]]:
+    """(c): one unpadded bag per step, in ``order``."""
     sizes = train.sizes.tolist()  # each bag's real instances come first
-    for _ in range(epochs):
-        model.train()
-        for i in torch.randperm(len(train), generator=order).tolist():
-            n = sizes[i]
-            loss = plain_loss(model, train.X[i:i + 1, :n], train.mask[i:i + 1, :n],
-                              train.y[i:i + 1])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model
+    for i in order.tolist():
+        yield train.X[i:i + 1, :sizes[i]], train.mask[i:i + 1, :sizes[i]], train.y[i:i + 1]
 
 
-Loop = Callable[[ModelSpec, Splits, int, Budget, int, torch.device, int], nn.Module]
+def train_alone(batches: Batches) -> Loop:
+    """A loop training one seed on its own, the usual PyTorch way, over ``batches``."""
+
+    def loop(spec: ModelSpec, splits: Splits, seed: int, budget: Budget, dim: int,
+             device: torch.device, epochs: int) -> nn.Module:
+        model = build_model(spec, seed, dim).to(device)
+        optimizer = make_optimizer(model, budget)
+        shuffle = cpu_generator(seed, "train/shuffle")
+        for _ in range(epochs):
+            model.train()
+            order = torch.randperm(len(splits.train), generator=shuffle)
+            for X, mask, y in batches(splits.train, order, budget):
+                loss = seed_losses(model, X, mask, y, seeds=1).sum()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return model
+
+    return loop
+
+
+plain_loop = train_alone(padded_batches)
+batch_size_one_loop = train_alone(single_bags)
 
 
 def run_loop(loop: Loop, spec: ModelSpec, test: AlgorithmicTest, seeds: list[int],

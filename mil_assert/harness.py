@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -92,10 +93,14 @@ class SeedBags:
     def __len__(self) -> int:
         return self.X.shape[1]
 
+    @cached_property
+    def _rows(self) -> torch.Tensor:
+        return torch.arange(self.seeds, device=self.X.device)[:, None]  # [S, 1]
+
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each seed's bags ``index [S, b]``, folded seed-major: ``X [S*b, N, D]``, ``mask
         [S*b, N]``, ``y [S*b]``."""
-        rows = torch.arange(self.seeds, device=index.device)[:, None]
+        rows = self._rows
         X, mask, y = self.X[rows, index], self.mask[rows, index], self.y[rows, index]
         return X.flatten(0, 1), mask.flatten(0, 1), y.flatten(0, 1)
 
@@ -135,22 +140,22 @@ def plan_groups(
 
     Returns the groups to train and how the seeds are trained, for the report.
     """
-    models = [build_model(spec, seed, dim) for seed in seeds]
+    models = [build_model(spec, seed, dim).to(device) for seed in seeds]
     how = "seed by seed: one seed"
     if not spec.stackable:
         how = "seed by seed: the model's spec sets stackable=False"
     elif len(seeds) > 1:
-        train = SeedBags.of([s.train for s in splits], torch.device("cpu"))
-        first = torch.arange(min(budget.batch_size, len(train)))
+        train, val, test = _seed_bags(splits, device)
+        first = slice(0, budget.batch_size)
         try:
             stacked = stack_models(models)
             check_stacked(stacked, models, train.X[:, first], train.mask[:, first])
         except NotStackable as reason:
             how = f"seed by seed: {reason}"
         else:
-            return [Group(tuple(seeds), stacked.to(device), *_seed_bags(splits, device))], \
-                f"stacked: {len(seeds)} seeds as one model"
-    return [Group((seed,), model.to(device), *_seed_bags([split], device))
+            return ([Group(tuple(seeds), stacked, train, val, test)],
+                    f"stacked: {len(seeds)} seeds as one model")
+    return [Group((seed,), model, *_seed_bags([split], device))
             for seed, model, split in zip(seeds, models, splits, strict=True)], how
 
 

@@ -13,8 +13,8 @@ independent: one seed's data, initialisation and batch order never reach another
 
 Stacking is automatic for modules built from ``nn.Linear`` and ``nn.LayerNorm``; a module
 of another kind that holds parameters supports it by defining a classmethod
-``stacked(members) -> nn.Module`` (:func:`concatenate_members` serves modules whose
-parameters already carry a leading "members" axis). Anything else raises
+``stacked(members) -> nn.Module`` (the :class:`MembersAxis` mixin gives one to modules
+whose parameters already carry a leading "members" axis). Anything else raises
 :class:`NotStackable` and the harness trains the seeds one by one. Because a wrong
 stacking would be silent, :func:`check_stacked` compares the stacked model with the
 seeds' own models on a real batch before training.
@@ -118,6 +118,16 @@ def concatenate_members(members: Sequence[nn.Module]) -> nn.Module:
         owner, attribute = _owner(stacked, name)
         owner._buffers[attribute] = torch.cat([m.get_buffer(name) for m in members])
     return stacked
+
+
+class MembersAxis:
+    """Mixin for a module whose parameters and buffers all carry a leading members axis
+    and whose forward handles ``M`` members folded seed-major into the bag axis: it stacks
+    by :func:`concatenate_members`."""
+
+    @classmethod
+    def stacked(cls, members: Sequence[nn.Module]) -> nn.Module:
+        return concatenate_members(members)
 
 
 def _owner(module: nn.Module, dotted: str) -> tuple[nn.Module, str]:

@@ -12,10 +12,10 @@ import math
 import torch
 from torch import nn
 
-from mil_assert.stacking import concatenate_members
+from mil_assert.stacking import MembersAxis
 
 
-class BagConstant(nn.Module):
+class BagConstant(MembersAxis, nn.Module):
     """A learned tensor given to every bag (a class token, stored patterns).
 
     ``forward(bags) -> [bags, *shape]``; the value is ``[M, *shape]``, drawn from
@@ -25,10 +25,6 @@ class BagConstant(nn.Module):
     def __init__(self, *shape: int) -> None:
         super().__init__()
         self.value = nn.Parameter(torch.randn(1, *shape) / math.sqrt(shape[-1]))
-
-    @classmethod
-    def stacked(cls, members: list[BagConstant]) -> nn.Module:
-        return concatenate_members(members)
 
     def forward(self, bags: int) -> torch.Tensor:
         members, *shape = self.value.shape

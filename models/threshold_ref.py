@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from mil_assert.registry import Expected, ModelSpec
-from mil_assert.stacking import concatenate_members
+from mil_assert.stacking import MembersAxis
 
 
-class ThresholdReference(nn.Module):
+class ThresholdReference(MembersAxis, nn.Module):
     def __init__(self, dim: int, n_concepts: int = 2, width: int = 64, restarts: int = 4,
                  loss_momentum: float = 0.9) -> None:
         super().__init__()
@@ -52,11 +52,6 @@ class ThresholdReference(nn.Module):
         self.restarts = restarts
         self.loss_momentum = loss_momentum
         self.register_buffer("recent_loss", torch.full((restarts,), math.inf))
-
-    @classmethod
-    def stacked(cls, members: list[ThresholdReference]) -> nn.Module:
-        """``M`` models as one: ``M * R`` restarts, ``R`` per member, on ``M`` folded batches."""
-        return concatenate_members(members)
 
     def log_probabilities(self, X: torch.Tensor,
                           mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

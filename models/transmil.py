@@ -33,7 +33,7 @@ from torch import nn
 from mil_assert.models._layers import BagConstant
 from mil_assert.models._pooling import masked_softmax
 from mil_assert.registry import Expected, ModelSpec
-from mil_assert.stacking import concatenate_members
+from mil_assert.stacking import MembersAxis
 
 
 def _iterative_pinv(A: torch.Tensor, iterations: int = 6) -> torch.Tensor:
@@ -111,7 +111,7 @@ class TransLayer(nn.Module):
         return (x + self.attention(self.norm(x), mask)) * mask[..., None]
 
 
-class PPEG(nn.Module):
+class PPEG(MembersAxis, nn.Module):
     """Pyramid position encoding generator on each bag's square grid of instance tokens.
 
     ``tokens`` ``[B, N, C]`` with each bag's ``n_b`` real tokens first, ``lengths`` ``[B]``.
@@ -133,10 +133,6 @@ class PPEG(nn.Module):
             conv = nn.Conv2d(width, width, size, padding=size // 2, groups=width)
             self.kernels.append(nn.Parameter(conv.weight.detach()[None, :, 0]))
             self.biases.append(nn.Parameter(conv.bias.detach()[None]))
-
-    @classmethod
-    def stacked(cls, members: list[PPEG]) -> nn.Module:
-        return concatenate_members(members)
 
     def _kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The identity plus the three convolutions: ``[M, C, 7, 7]`` kernel, ``[M, C]`` bias."""
