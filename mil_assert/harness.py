@@ -19,7 +19,7 @@ cross-entropy on the logits. Each seed minimises the mean of its bags' losses.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -46,16 +46,23 @@ class BudgetExceeded(RuntimeError):
     """Training ran past the budget's wall-clock guard."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"`` -> ``torch.device``."""
+def resolve_device(name: str, worker: int | None = None) -> torch.device:
+    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> ``torch.device``.
+
+    With several workers (pytest-xdist, ``mil-assert check --jobs``) on a machine with
+    several GPUs, ``"auto"`` and ``"cuda"`` put worker ``w`` on ``cuda:(w mod count)``:
+    each worker trains on its own GPU, round robin over the visible devices.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return torch.device("cpu")
-    if name.startswith("cuda"):
+    if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ValueError(f"--device={name} was asked for, but torch sees no CUDA device "
-                             f"(torch {torch.__version__}); use --device=cpu or auto")
+            raise ValueError(f"device {name} was asked for, but torch sees no CUDA device "
+                             f"(torch {torch.__version__}); use cpu or auto")
+        if name == "cuda" and worker is not None:
+            return torch.device("cuda", worker % torch.cuda.device_count())
         return torch.device(name)
     raise ValueError(f"unknown device {name!r}: use auto, cpu or cuda")
 
@@ -136,7 +143,9 @@ def plan_groups(
     spec: ModelSpec, seeds: Sequence[int], splits: Sequence[Splits], dim: int,
     budget: Budget, device: torch.device,
 ) -> tuple[list[Group], str]:
-    """Build every seed's model and stack them when the model allows it.
+    """Build every seed's model and stack them when the model allows it and the stacked
+    model matches the seeds' own models (logits, and the ``loss`` hook's per-bag losses)
+    on each seed's first training batch.
 
     Returns the groups to train and how the seeds are trained, for the report.
     """
@@ -149,7 +158,8 @@ def plan_groups(
         first = slice(0, budget.batch_size)
         try:
             stacked = stack_models(models)
-            check_stacked(stacked, models, train.X[:, first], train.mask[:, first])
+            check_stacked(stacked, models, train.X[:, first], train.mask[:, first],
+                          train.y[:, first])
         except NotStackable as reason:
             how = f"seed by seed: {reason}"
         else:
@@ -200,10 +210,12 @@ def seed_losses(model: nn.Module, X: torch.Tensor, mask: torch.Tensor, y: torch.
 
 
 def fit(model: nn.Module, bags: SeedBags, budget: Budget,
-        shuffles: Sequence[torch.Generator], deadline: float) -> None:
+        shuffles: Sequence[torch.Generator], deadline: float,
+        on_epoch: Callable[[], None] | None = None) -> None:
     """Train ``model`` for ``budget.epochs`` passes over each seed's bags in shuffled mini-batches.
 
-    Seed ``s`` draws its batch order from ``shuffles[s]``; one optimizer step updates all seeds.
+    Seed ``s`` draws its batch order from ``shuffles[s]``; one optimizer step updates all
+    seeds. ``on_epoch`` is called after each epoch (progress display).
     """
     optimizer = make_optimizer(model, budget)
     model.train()
@@ -224,6 +236,8 @@ def fit(model: nn.Module, bags: SeedBags, budget: Budget,
             raise BudgetExceeded(f"training passed the wall-clock guard of "
                                  f"{budget.max_seconds:g} s per seed in epoch {epoch + 1} of "
                                  f"{budget.epochs}")
+        if on_epoch is not None:
+            on_epoch()
 
 
 @torch.no_grad()
@@ -255,7 +269,8 @@ def check_logits(logits: object, n_bags: int, seeds: int = 1) -> None:
                               f"({n_bags // seeds},), got {tuple(logits.shape)}")
 
 
-def train_group(group: Group, budget: Budget) -> tuple[list[float], list[float]]:
+def train_group(group: Group, budget: Budget, on_epoch: Callable[[], None] | None = None,
+                ) -> tuple[list[float], list[float]]:
     """Train one group and return its seeds' validation and test AUCs."""
     started = time.monotonic()
     device = group.train.X.device
@@ -265,7 +280,7 @@ def train_group(group: Group, budget: Budget) -> tuple[list[float], list[float]]
         torch.manual_seed(derive_seed(group.seeds[0], "train/random"))
         fit(group.model, group.train, budget,
             [cpu_generator(seed, "train/shuffle") for seed in group.seeds],
-            deadline=started + budget.max_seconds * len(group.seeds))
+            deadline=started + budget.max_seconds * len(group.seeds), on_epoch=on_epoch)
     val = predict(group.model, group.val)
     test = predict(group.model, group.test)
     val_y, test_y = group.val.y.cpu().numpy(), group.test.y.cpu().numpy()
@@ -275,12 +290,14 @@ def train_group(group: Group, budget: Budget) -> tuple[list[float], list[float]]
 
 def run_cell(
     spec: ModelSpec, test: AlgorithmicTest, seeds: Sequence[int], budget: Budget, dim: int,
-    device: torch.device,
+    device: torch.device, progress: Callable[[float], None] | None = None,
 ) -> CellResult:
     """Train and judge one (model, test) cell over ``seeds``.
 
     Any exception from the model (or its factory, or its budget overrides) becomes an
     ``error`` cell that keeps the message; it never escapes to stop the other cells.
+    ``progress(fraction)`` is called after each training epoch with the fraction of the
+    cell it completed (the fractions of a cell that trains to the end sum to 1).
     """
     expected = spec.expected.get(test.name)
     started = time.monotonic()
@@ -293,9 +310,11 @@ def run_cell(
                                 n_eval=cell_budget.n_eval_bags) for seed in seeds]
         where = f"seed {seeds[0]}: "
         groups, how = plan_groups(spec, seeds, splits, dim, cell_budget, device)
+        step = 1.0 / (len(groups) * cell_budget.epochs)
+        on_epoch = None if progress is None else lambda: progress(step)
         for group in groups:
             where = f"{group.label()}: "
-            val, tst = train_group(group, cell_budget)
+            val, tst = train_group(group, cell_budget, on_epoch)
             val_aucs += val
             test_aucs += tst
         verdict, message = judge(test.kind, val_aucs, test_aucs)

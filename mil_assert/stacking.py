@@ -14,16 +14,21 @@ independent: one seed's data, initialisation and batch order never reach another
 Stacking is automatic for modules built from ``nn.Linear`` and ``nn.LayerNorm``; a module
 of another kind that holds parameters supports it by defining a classmethod
 ``stacked(members) -> nn.Module`` (the :class:`MembersAxis` mixin gives one to modules
-whose parameters already carry a leading "members" axis). Anything else raises
+whose parameters already carry a leading "members" axis). A module holding no tensors
+itself (activations, containers, or a loss such as ``nn.BCEWithLogitsLoss()`` whose
+optional buffers are None) is copied with its None entries, and a loss module
+(``nn.modules.loss._Loss``, no parameters) whose constant buffers (``pos_weight``) are
+equal in every seed's model is shared as is. Anything else raises
 :class:`NotStackable` and the harness trains the seeds one by one. Because a wrong
 stacking would be silent, :func:`check_stacked` compares the stacked model with the
-seeds' own models on a real batch before training.
+seeds' own models on a real batch before training: their logits, and when the model
+defines a ``loss(X, mask, y) -> [B]`` hook, their per-bag losses.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -161,12 +166,18 @@ def _stack(members: list[nn.Module], where: str) -> nn.Module:
                            f"stacked model cannot draw per seed")
     own = [name for name, _ in first.named_parameters(recurse=False)]
     own += [name for name, _ in first.named_buffers(recurse=False)]
+    if (own and isinstance(first, nn.modules.loss._Loss)
+            and not any(True for _ in first.parameters())):
+        return _shared_loss(members, where)
     if own:
         raise NotStackable(f"{where} ({kind.__name__}) holds {', '.join(own)} directly; only "
                            f"{', '.join(t.__name__ for t in STACKED_LAYERS)} layers, and "
                            f"modules with a stacked() classmethod, can be stacked")
     stacked = copy.copy(first)  # shares first's attributes; its module dicts are replaced
-    stacked._parameters, stacked._buffers = {}, {}
+    # Only None entries are left (registered optional tensors, such as a loss's weight):
+    # they stay, since the module's code reads them.
+    stacked._parameters, stacked._buffers = dict(first._parameters), dict(first._buffers)
+    stacked._non_persistent_buffers_set = set(first._non_persistent_buffers_set)
     stacked._modules = {
         name: None if child is None else _stack([m._modules[name] for m in members],
                                                 f"{where}.{name}")
@@ -175,27 +186,85 @@ def _stack(members: list[nn.Module], where: str) -> nn.Module:
     return stacked
 
 
-def check_stacked(stacked: nn.Module, members: Sequence[nn.Module], X: torch.Tensor,
-                  mask: torch.Tensor) -> None:
-    """Raise :class:`NotStackable` unless ``stacked`` computes each member's logits.
+def _shared_loss(members: list[nn.Module], where: str) -> nn.Module:
+    """The first member's loss module, shared, when every member holds equal buffers.
 
-    ``X [S, B, N, D]``, ``mask [S, B, N]``: one batch per member, member ``s`` on ``X[s]``.
+    A loss applies its constant buffers (``weight``, ``pos_weight``) to each bag alike and
+    never updates them, so one copy serves every seed; buffers that differ cannot.
+    """
+    first = members[0]
+    for name, buffer in first.named_buffers():
+        for member in members[1:]:
+            other = member.get_buffer(name)
+            if (other.shape != buffer.shape or other.dtype != buffer.dtype
+                    or not torch.equal(other, buffer)):
+                raise NotStackable(f"{where} ({type(first).__name__}) holds {name}, which "
+                                   f"differs between the seeds' models; a stacked model "
+                                   f"can share a loss's buffers only when they are equal")
+    return first
+
+
+def check_stacked(stacked: nn.Module, members: Sequence[nn.Module], X: torch.Tensor,
+                  mask: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise :class:`NotStackable` unless ``stacked`` computes each member's logits, and
+    each member's per-bag losses when the model defines a ``loss`` hook.
+
+    ``X [S, B, N, D]``, ``mask [S, B, N]``, ``y [S, B]``: one batch per member, member
+    ``s`` on ``X[s]``. It runs on copies, so a model whose ``forward`` or ``loss`` updates
+    its state (a running loss, a step counter) starts training as built.
     """
     S, B = mask.shape[:2]
+    stacked, *members = copy.deepcopy((stacked, *members))  # one copy: keeps what they share
+    folded = (X.reshape(S * B, *X.shape[2:]), mask.reshape(S * B, -1))
     with torch.no_grad():
-        own = torch.stack([member(X[s], mask[s]) for s, member in enumerate(members)])
-        try:
-            together = stacked(X.reshape(S * B, *X.shape[2:]), mask.reshape(S * B, -1))
-        except Exception as error:  # noqa: BLE001 - the members ran, so stacking broke it
-            raise NotStackable(f"the stacked model failed where the seeds' own models ran: "
-                               f"{type(error).__name__}: {error}") from error
-    if tuple(together.shape) != (S * B,):
-        raise NotStackable(f"the stacked model returned shape {tuple(together.shape)}, "
-                           f"not ({S * B},)")
-    together = together.view(S, B)
-    scale = own.abs().max().clamp(min=1.0)
-    gap = float((together - own).abs().max() / scale) if own.numel() else 0.0
+        own = _per_bag([member(X[s], mask[s]) for s, member in enumerate(members)], B,
+                      "forward")
+        together = _run_stacked(lambda: stacked(*folded), "model")
+        _compare(together, own, "logits differ", "the model probably mixes bags or applies "
+                 "a layer to a tensor without a bag axis")
+        if not callable(getattr(members[0], "loss", None)):
+            return
+        own = _per_bag([member.loss(X[s], mask[s], y[s]) for s, member in enumerate(members)],
+                       B, "loss")
+        together = _run_stacked(lambda: stacked.loss(*folded, y.reshape(S * B)),
+                                "model's loss")
+        _compare(together, own, "loss differs", "the loss probably mixes bags (a batch-wide "
+                 "mean or sum) or reads a layer's parameters directly")
+
+
+def _per_bag(values: list[object], B: int, hook: str) -> torch.Tensor:
+    """The members' outputs, each ``[B]``, as ``[S, B]``; any other output leaves the seeds
+    to be trained one by one, where the harness reports it."""
+    for value in values:
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != (B,):
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise NotStackable(f"the seeds' own models' {hook} returned {shape}, not one value "
+                               f"per bag ({B},)")
+    return torch.stack(values)
+
+
+def _run_stacked(call: Callable[[], object], what: str) -> object:
+    try:
+        return call()
+    except Exception as error:  # noqa: BLE001 - the members ran, so stacking broke it
+        raise NotStackable(f"the stacked {what} failed where the seeds' own models ran: "
+                           f"{type(error).__name__}: {error}") from error
+
+
+def _compare(together: object, own: torch.Tensor, what: str, hint: str) -> None:
+    """Raise unless the stacked model's ``together [S*B]`` equals the members' ``own [S, B]``.
+
+    ``what`` names the values with their verb ("logits differ").
+    """
+    S, B = own.shape
+    noun = what.rsplit(" ", 1)[0]
+    if not isinstance(together, torch.Tensor) or tuple(together.shape) != (S * B,):
+        shape = tuple(together.shape) if isinstance(together, torch.Tensor) else type(together)
+        raise NotStackable(f"the stacked model's {noun} had shape {shape}, not ({S * B},)")
+    gap = 0.0
+    if own.numel():
+        scale = own.abs().max().clamp(min=1.0)
+        gap = float((together.view(S, B) - own).abs().max() / scale)
     if not gap <= CHECK_TOLERANCE:
-        raise NotStackable(f"the stacked model's logits differ from the seeds' own models by "
-                           f"{gap:.2g} (relative) on the first batch: the model probably "
-                           f"mixes bags or applies a layer to a tensor without a bag axis")
+        raise NotStackable(f"the stacked model's {what} from the seeds' own models by "
+                           f"{gap:.2g} (relative) on the first batch: {hint}")

@@ -66,7 +66,8 @@ def test_a_model_can_train_with_its_own_loss():
     result = cell(ModelSpec("own_loss", factory=OwnLoss), seeds=(0, 1))
     assert result.verdict != "error", result.message
     assert result.training.startswith("stacked")
-    assert calls == [64] * (SMALL.epochs * 2)  # epochs x 2 steps, each on 2 seeds x 32 bags
+    assert calls[:3] == [32, 32, 64]  # the check before training: each seed's model, stacked
+    assert calls[3:] == [64] * (SMALL.epochs * 2)  # epochs x 2 steps, each on 2 seeds x 32 bags
 
 
 def test_a_loss_must_be_one_per_bag():

@@ -79,3 +79,36 @@ shortcut_declared_pass = ModelSpec(
     name="shortcut_declared_pass", factory=LowestInstance, budget=TINY_BUDGET,
     expected={"single_concept": Expected("pass", "a wrong declaration, to see it fail")},
 )
+
+
+class CriterionMax(InstanceMax):
+    """Like torchmil's models, keeps its loss as a submodule (``self.criterion``) and calls
+    it from the ``loss`` hook, here with one loss per bag (``reduction="none"``)."""
+
+    def __init__(self, dim: int, pos_weight: float | None = None) -> None:
+        super().__init__(dim)
+        weight = None if pos_weight is None else torch.tensor(pos_weight)
+        self.criterion = nn.BCEWithLogitsLoss(reduction="none", pos_weight=weight)
+
+    def loss(self, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.criterion(self(X, mask), y)
+
+
+class MeanCriterionMax(InstanceMax):
+    """A torchmil-style model with the default (mean) criterion and torchmil's
+    ``compute_loss``; its ``loss`` hook applies the criterion bag by bag, as torchmil's
+    one-bag batches do, to return one loss per bag."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.criterion = nn.BCEWithLogitsLoss()
+
+    def compute_loss(self, Y: torch.Tensor, X: torch.Tensor,
+                     mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        Y_pred = self(X, mask)
+        return Y_pred, {"BCEWithLogitsLoss": self.criterion(Y_pred.float(), Y.float())}
+
+    def loss(self, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = self(X, mask)
+        return torch.stack([self.criterion(logit, target)
+                            for logit, target in zip(logits, y, strict=True)])
