@@ -1,3 +1,4 @@
-"""Loads the mil-assert pytest plugin for this repository's suite."""
+"""This repository's suite: the self-tests in tests/ and the shipped compliance tests.
 
-pytest_plugins = ["mil_assert.plugin"]
+The mil-assert plugin comes from the installed package (entry point ``pytest11``).
+"""

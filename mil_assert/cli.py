@@ -1,12 +1,16 @@
-"""The ``mil-assert`` command: re-render and merge saved compliance reports; benchmark.
+"""The ``mil-assert`` command: judge models; re-render and merge saved reports; benchmark.
 
+    mil-assert check MODEL [MODEL ...] [--tests T,...] [--seeds S] [--device D] [--dim D]
+                     [--report PATH.json] [--jobs N] [--quiet]
     mil-assert render REPORT.json --format md|tex|csv|png|method|bib|all [--validation] [-o OUT]
     mil-assert merge A.json B.json [...] -o MERGED.json
     mil-assert benchmark [--model abmil] [--test single_concept] [--seeds 8] [--repeats 3]
 
-Verdicts come from pytest (``pytest --model=... --mil-report=REPORT.json``); ``render``
-and ``merge`` never retrain, and ``benchmark`` only times training. Bad input ends with a
-one-line message and exit status 2.
+``check`` trains and judges, as pytest does; ``render`` and ``merge`` never retrain, and
+``benchmark`` only times training. Exit status: 0 success (for ``check``: every cell
+passes, is inconclusive, or matches its declaration), 1 ``check``'s gate failed, 2 bad
+input (one-line message), 130 ``check`` interrupted (the finished cells' report is
+still written).
 """
 
 from __future__ import annotations
@@ -19,22 +23,43 @@ from pathlib import Path
 
 import mil_assert
 from mil_assert.benchmark import benchmark, describe_device, format_table, torchmil_available
-from mil_assert.defaults import INSTANCE_DIM, Budget
+from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget
 from mil_assert.figure import plot_report
+from mil_assert.files import check_writable, write_json_atomic
 from mil_assert.harness import resolve_device
 from mil_assert.loading import ModelSpecError, resolve_models
 from mil_assert.render import TEXT_FORMATS, render
-from mil_assert.report import ReportError, load_report, merge_reports, write_json_atomic
+from mil_assert.report import ReportError, load_report, merge_reports
 from mil_assert.synthetic import TESTS
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mil-assert",
-        description="Re-render or merge mil-assert compliance reports (JSON written by "
-                    "pytest --mil-report), or time the harness. Verdicts come from pytest.")
+        description="Judge MIL models on the algorithmic unit tests (check), re-render or "
+                    "merge saved reports, or time the harness.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {mil_assert.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check", help="train and judge models on the algorithmic unit tests (the same cells "
+                      "as pytest); exit 0 when the gate passes, 1 when it fails")
+    check.add_argument("models", nargs="+", metavar="MODEL",
+                       help="a built-in name, pkg.module:factory or path/to/file.py:factory")
+    check.add_argument("--tests", default=None, metavar="T,...",
+                       help=f"comma-separated tests (default all: {', '.join(TESTS)})")
+    check.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="S",
+                       help=f"seeds per cell, seeds 0..S-1, at least 2 (default {DEFAULT_SEEDS})")
+    check.add_argument("--device", default="auto",
+                       help="auto (default: cuda when available), cpu, cuda or cuda:N; with "
+                            "--jobs, cuda puts each worker on its own GPU, round robin")
+    check.add_argument("--dim", type=int, default=INSTANCE_DIM, metavar="D",
+                       help=f"instance dimension of the synthetic bags (default {INSTANCE_DIM})")
+    check.add_argument("--report", default=None, metavar="PATH.json",
+                       help="write the JSON report (also of the finished cells if interrupted)")
+    check.add_argument("--jobs", type=positive, default=1, metavar="N",
+                       help="cells in N worker processes; results equal --jobs 1 (default 1)")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
 
     show = commands.add_parser(
         "render", help="a report's matrix as Markdown, LaTeX (booktabs) or CSV, its figure "
@@ -101,6 +126,37 @@ ALL_FILES = {"md": ".md", "tex": ".tex", "csv": ".csv", "method": "-method.txt",
              "bib": ".bib", "png": ".png"}
 
 
+def check_command(args: argparse.Namespace) -> int:
+    from mil_assert.api import prepare, report_of
+    from mil_assert.runner import run_cells
+
+    models, tests, run = prepare(args.models, args.tests, args.seeds, args.device, dim=args.dim)
+    if args.report is not None:
+        check_writable(args.report)
+    print(f"mil-assert check: {', '.join(m.spec.name for m in models)} on {', '.join(tests)}; "
+          f"{len(run.seeds)} seeds per cell; device {run.device}; D = {run.dim}; "
+          f"{args.jobs} job(s)", flush=True)
+    outcome = run_cells(models, tests, run, jobs=args.jobs, progress=not args.quiet)
+    report = report_of(outcome, [m.spec.name for m in models], run)
+    if report.results:
+        print(report.matrix)
+    for model in sorted({r.model: r.training for r in report.results
+                         if r.training.startswith("seed by seed") and len(r.seeds) > 1}.items()):
+        print(f"{model[0]}: trained {model[1]}")
+    for line in report.failures:
+        print(f"FAILED {line}")
+    if args.report is not None and report.results:
+        print(f"report written to {report.save(args.report)}")
+    if report.interrupted:
+        print(f"mil-assert: interrupted after {len(report.results)} of {report.cells} cells",
+              file=sys.stderr)
+        return 130
+    failed = len(report.failures)
+    print(f"gate: {'passed' if report.passed else 'failed'} ({len(report.results)} cells, "
+          f"{failed} failing)")
+    return 0 if report.passed else 1
+
+
 def render_command(args: argparse.Namespace) -> None:
     report = load_report(args.report)
     source = Path(args.report)
@@ -128,6 +184,8 @@ def render_command(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "check":
+            return check_command(args)
         if args.command == "render":
             render_command(args)
         elif args.command == "benchmark":
@@ -140,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ReportError, ModelSpecError, OSError, ValueError) as error:
         print(f"mil-assert: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("mil-assert: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

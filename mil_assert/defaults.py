@@ -1,4 +1,7 @@
-"""The one place for the suite's defaults: training budget, seeds, data size."""
+"""The one place for the suite's defaults: training budget, seeds, data size.
+
+This module imports no torch, so the pytest plugin can read it in every session.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,9 @@ from typing import Any
 
 DEFAULT_SEEDS = 5
 """Seeds per (model, test) cell; ``--mil-seeds`` changes it."""
+
+MIN_SEEDS = 2
+"""A verdict needs at least this many seeds: a violation needs the finding reproduced."""
 
 INSTANCE_DIM = 16
 """Instance dimension D of the synthetic bags (the prototype in shared/GUIDE.md used 16)."""
@@ -62,3 +68,11 @@ class Budget:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def seed_list(n_seeds: int) -> list[int]:
+    """Seeds ``0 .. n_seeds - 1`` of a run; a verdict needs at least ``MIN_SEEDS``."""
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < MIN_SEEDS:
+        raise ValueError(f"{n_seeds!r} seeds: a verdict needs at least {MIN_SEEDS} seeds "
+                         f"(seeds 0..S-1 with S >= {MIN_SEEDS}); the default is {DEFAULT_SEEDS}")
+    return list(range(n_seeds))

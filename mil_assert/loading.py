@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mil_assert.registry import ModelSpec, builtin_models
 
@@ -82,7 +85,96 @@ def load_user_model(item: str, base_dir: Path, builtins: dict[str, ModelSpec]) -
         raise ModelSpecError(f"{item!r} is a {type(obj).__name__}, not a factory: it must be "
                              f"callable as factory(dim) -> torch.nn.Module, or a ModelSpec; "
                              f"{_choices(builtins)}")
-    return ModelSpec(name=item, factory=obj, citation=f"user model {item}")
+    return checked(ModelSpec(name=item, factory=obj, citation=f"user model {item}"))
+
+
+def checked(spec: ModelSpec) -> ModelSpec:
+    """``spec`` if its factory can be called as ``factory(dim)``; else a clear error.
+
+    Checked when the model is loaded, so a factory of the wrong signature stops the run
+    before any training instead of turning every cell into an error.
+    """
+    factory = spec.factory
+    if not callable(factory):
+        raise ModelSpecError(f"model {spec.name!r}: factory is a {type(factory).__name__}, "
+                             f"not a callable factory(dim) -> torch.nn.Module")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no introspectable signature: leave it to the call
+        return spec
+    try:
+        signature.bind(16)
+    except TypeError:
+        name = getattr(factory, "__qualname__", type(factory).__name__)
+        raise ModelSpecError(
+            f"model {spec.name!r}: the factory {name}{signature} cannot be called as "
+            f"factory(dim) with the instance dimension; give a factory that takes it, e.g. "
+            f"lambda dim: {name}(...)") from None
+    return spec
+
+
+def as_spec(model: Any, base_dir: Path | None = None) -> ModelSpec:
+    """One model given to the decorator or the Python API, as a checked :class:`ModelSpec`.
+
+    ``model`` is a ``ModelSpec``, a factory ``factory(dim) -> nn.Module`` (named after the
+    factory), or one ``--mil-model`` item string (relative to ``base_dir``, default the
+    current directory).
+    """
+    if isinstance(model, ModelSpec):
+        return checked(model)
+    if isinstance(model, str):
+        specs = resolve_models(model, Path.cwd() if base_dir is None else base_dir)
+        if len(specs) != 1:
+            raise ModelSpecError(f"{model!r} names {len(specs)} models; give one per item")
+        return specs[0]
+    if callable(model):
+        name = getattr(model, "__name__", None) or type(model).__name__
+        return checked(ModelSpec(name=name, factory=model,
+                                 citation=f"user model {getattr(model, '__module__', '?')}.{name}"))
+    raise ModelSpecError(f"cannot judge a {type(model).__name__}: give a ModelSpec, a factory "
+                         f"factory(dim) -> torch.nn.Module, or a model string such as "
+                         f"'abmil' or 'path/to/file.py:factory'")
+
+
+def model_items(models: Any) -> list[Any]:
+    """``models`` as a list of single items: one model, a list of them, and comma-separated
+    strings are split."""
+    if isinstance(models, (str, ModelSpec)) or callable(models) or not hasattr(models, "__iter__"):
+        models = [models]
+    items: list[Any] = []
+    for model in models:
+        if isinstance(model, str):
+            items += [part.strip() for part in model.split(",")]
+        else:
+            items.append(model)
+    if not items:
+        raise ModelSpecError("no model given: name at least one model to judge")
+    return items
+
+
+def as_specs(models: Any, base_dir: Path | None = None) -> list[ModelSpec]:
+    """Every model of ``models`` (see :func:`as_spec`); two models of one name are refused."""
+    specs = [as_spec(item, base_dir) for item in model_items(models)]
+    names = [spec.name for spec in specs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ModelSpecError(f"model name(s) {twice} given twice; give each model once, or "
+                             f"a ModelSpec with its own name")
+    return specs
+
+
+def select_tests(tests: str | Sequence[str] | None) -> list[str]:
+    """Test names in report order; ``None`` is all of them. Unknown names are refused."""
+    from mil_assert.synthetic import TESTS
+
+    if tests is None:
+        return list(TESTS)
+    if isinstance(tests, str):
+        tests = [part.strip() for part in tests.split(",")]
+    unknown = [name for name in tests if name not in TESTS]
+    if unknown or not tests:
+        raise ModelSpecError(f"unknown test(s) {unknown}; known tests: {', '.join(TESTS)}")
+    return [name for name in TESTS if name in tests]
 
 
 def _import_file(target: str, base_dir: Path):

@@ -1,196 +1,303 @@
-"""The pytest plugin: options, the ``mil_result`` fixture, the verdict check, the matrix.
+"""The pytest plugin: options, the ``mil_result`` fixture, the matrix and the report.
+
+Installed with mil-assert (entry point ``pytest11``), so it is loaded in every pytest
+session of the environment; it stays inert (no torch import, no header, no matrix, no
+change of torch's thread count) in a session that selects no compliance test.
 
 Options (``pytest --help``, group "mil-assert"):
-    --model=NAMES        built-in names, ``pkg.module:factory`` or ``file.py:factory``
+    --mil-model=NAMES    built-in names, ``pkg.module:factory`` or ``file.py:factory``;
+                         also ``--model`` where no other plugin or conftest defines it
     --mil-seeds=S        seeds per cell (default 5; at least 2)
-    --device=D           auto | cpu | cuda (auto = cuda when available)
+    --mil-device=D       auto | cpu | cuda (auto = cuda when available)
+    --mil-dim=D          instance dimension of the synthetic bags (default 16)
     --mil-report=PATH    write the matrix as JSON (schema mil-assert/report/v1)
 
-A compliance test is a function named ``test_<test name>`` that takes the ``mil_result``
-fixture and calls :func:`check_verdict` (see ``tests/test_compliance.py``). Each one is
-parametrized over the selected models, so ids read ``test_single_concept[abmil]``.
-Declared violations are strict xfails (as scikit-learn's ``parametrize_with_checks``):
-a verdict that differs from the declaration, in either direction, fails.
+Compliance tests are the functions of :mod:`mil_assert.compliance` (run them anywhere
+with ``pytest --pyargs mil_assert.compliance --mil-model=...``), and any test decorated
+with :func:`mil_assert.parametrize_with_checks`. A model option makes the session a
+compliance run: other collected tests are deselected.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import torch
 
-from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget
-from mil_assert.harness import resolve_device, run_cell
-from mil_assert.loading import resolve_models
-from mil_assert.registry import ModelSpec
-from mil_assert.report import build_report, format_matrix, write_json_atomic
-from mil_assert.results import CellResult
-from mil_assert.synthetic import TESTS
-from mil_assert.verdict import MIN_SEEDS
+from mil_assert.checks import MODEL_ARG, cell_marks
+from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget, seed_list
+
+if TYPE_CHECKING:
+    import torch
+
+    from mil_assert.registry import ModelSpec
+    from mil_assert.results import CellResult
 
 RESULT_PROPERTY = "mil_result"
-
-
-class MILViolation(AssertionError):
-    """The model violates the MIL assumption the test encodes."""
-
-
-@dataclass
-class SuiteState:
-    models: list[ModelSpec]
-    seeds: list[int]
-    device: torch.device
-    budget: Budget = field(default_factory=Budget)
-    dim: int = INSTANCE_DIM
-    results: list[CellResult] = field(default_factory=list)
-    report_path: Path | None = None
-
-
-STATE = pytest.StashKey[SuiteState]()
+SHORT_MODEL_OPTION = "--model"
+RUN_ANYWHERE = "pytest --pyargs mil_assert.compliance --mil-model=..."
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mil-assert", "MIL assumption compliance (mil-assert)")
-    group.addoption("--model", default=None, metavar="NAMES",
+    group.addoption("--mil-model", dest="mil_model", default=None, metavar="NAMES",
                     help="comma-separated models to judge: built-in names, pkg.module:factory "
-                         "or path/to/file.py:factory (default: every built-in model)")
-    group.addoption("--mil-seeds", type=int, default=DEFAULT_SEEDS, metavar="S",
-                    help=f"seeds per (model, test) cell, seeds 0..S-1 (default {DEFAULT_SEEDS})")
-    group.addoption("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                    help="where to train: auto (cuda when available), cpu or cuda")
-    group.addoption("--mil-report", default=None, metavar="PATH.json",
+                         "or path/to/file.py:factory (default: every built-in model); makes "
+                         "the run a compliance run (other tests are deselected)")
+    group.addoption("--mil-seeds", dest="mil_seeds", type=int, default=DEFAULT_SEEDS,
+                    metavar="S", help=f"seeds per (model, test) cell, seeds 0..S-1 "
+                                      f"(default {DEFAULT_SEEDS})")
+    group.addoption("--mil-device", dest="mil_device", default="auto",
+                    choices=("auto", "cpu", "cuda"),
+                    help="where to train: auto (cuda when available), cpu or cuda; with "
+                         "xdist each worker takes its own GPU, round robin")
+    group.addoption("--mil-dim", dest="mil_dim", type=int, default=INSTANCE_DIM, metavar="D",
+                    help=f"instance dimension D of the synthetic bags (default {INSTANCE_DIM})")
+    group.addoption("--mil-report", dest="mil_report", default=None, metavar="PATH.json",
                     help="write the compliance matrix as JSON to this path")
 
 
-def seed_list(n_seeds: int) -> list[int]:
-    """Seeds ``0 .. n_seeds - 1`` of a run; a verdict needs at least ``MIN_SEEDS``."""
-    if n_seeds < MIN_SEEDS:
-        raise ValueError(f"--mil-seeds={n_seeds}: a verdict needs at least {MIN_SEEDS} seeds")
-    return list(range(n_seeds))
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
+                                  args: list[str]):
+    """After the root conftests and every plugin have added their options, add the short
+    ``--model`` as an alias of ``--mil-model``, unless one of them already defines it
+    (many ML repositories do, and two definitions would stop pytest at start-up)."""
+    result = yield
+    if SHORT_MODEL_OPTION not in option_strings(parser):
+        parser.getgroup("mil-assert").addoption(
+            SHORT_MODEL_OPTION, dest="mil_model", default=None, metavar="NAMES",
+            help="short for --mil-model (added because no plugin or conftest defines --model)")
+    return result
+
+
+def option_strings(parser: pytest.Parser) -> set[str]:
+    """Every option string registered so far (``--x``), by any plugin or conftest."""
+    groups = [getattr(parser, "_anonymous", None), *getattr(parser, "_groups", ())]
+    names = {name for group in groups if group is not None for option in group.options
+             for name in option.names()}
+    optparser = getattr(parser, "optparser", None)  # pytest >= 9 builds argparse eagerly
+    names.update(getattr(optparser, "_option_string_actions", {}))
+    return names
+
+
+@dataclass
+class Suite:
+    """The run's compliance settings; models and device are resolved when first needed."""
+
+    model_option: str | None
+    seeds: list[int]
+    device_name: str
+    dim: int
+    base_dir: Path
+    report_path: Path | None
+    worker: int | None
+    budget: Budget = field(default_factory=Budget)
+    results: list[CellResult] = field(default_factory=list)
+    _models: list[ModelSpec] | None = None
+    _device: torch.device | None = None
+
+    @property
+    def models(self) -> list[ModelSpec]:
+        if self._models is None:
+            from mil_assert.loading import resolve_models
+
+            self._models = resolve_models(self.model_option, self.base_dir)
+        return self._models
+
+    @property
+    def device(self) -> torch.device:
+        if self._device is None:
+            import torch
+
+            from mil_assert.harness import resolve_device
+
+            self._device = resolve_device(self.device_name, self.worker)
+            if self.worker is not None and self._device.type == "cpu":
+                torch.set_num_threads(1)  # xdist workers share the cores; one thread each
+        return self._device
+
+
+STATE = pytest.StashKey[Suite]()
+
+
+def worker_index(config: pytest.Config) -> int | None:
+    """The xdist worker's number (``gw3`` -> 3), or ``None`` outside a worker."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return None
+    match = re.search(r"\d+", str(workerinput.get("workerid", "")))
+    return int(match.group()) if match else 0
 
 
 def pytest_configure(config: pytest.Config) -> None:
     base_dir = Path(config.invocation_params.dir)
-    try:
-        models = resolve_models(config.getoption("model"), base_dir)
-        device = resolve_device(config.getoption("device"))
-        seeds = seed_list(config.getoption("mil_seeds"))
-    except ValueError as error:  # ModelSpecError is a ValueError
-        raise pytest.UsageError(str(error)) from None
     report = config.getoption("mil_report")
-    state = SuiteState(
-        models=models, seeds=seeds, device=device,
-        report_path=None if report is None else base_dir / report,
-    )
-    config.stash[STATE] = state
-    config.pluginmanager.register(ComplianceSession(state), "mil-assert-session")
-    if hasattr(config, "workerinput") and device.type == "cpu":
-        torch.set_num_threads(1)  # xdist workers share the cores; one thread each
+    try:
+        suite = Suite(
+            model_option=config.getoption("mil_model"),
+            seeds=seed_list(config.getoption("mil_seeds")),
+            device_name=config.getoption("mil_device"), dim=positive_dim(config),
+            base_dir=base_dir, report_path=None if report is None else base_dir / report,
+            worker=worker_index(config),
+        )
+        if suite.report_path is not None and suite.worker is None:
+            from mil_assert.files import check_writable
+
+            check_writable(suite.report_path)
+        if suite.model_option is not None:  # asked for: load now, fail before collecting
+            suite.models  # noqa: B018
+            suite.device  # noqa: B018
+    except ValueError as error:  # ModelSpecError is a ValueError
+        raise pytest.UsageError(f"mil-assert: {error}") from None
+    config.stash[STATE] = suite
+    config.pluginmanager.register(ComplianceSession(suite), "mil-assert-session")
 
 
-def _test_name(function_name: str) -> str:
-    name = function_name.removeprefix("test_")
-    if name not in TESTS:
-        raise pytest.UsageError(f"{function_name} uses the mil_result fixture, but "
-                                f"{name!r} is not a test; known tests: {', '.join(TESTS)}")
-    return name
+def positive_dim(config: pytest.Config) -> int:
+    dim = config.getoption("mil_dim")
+    if dim < 1:
+        raise ValueError(f"--mil-dim={dim}: the instance dimension must be a positive integer")
+    return dim
+
+
+def _parametrized_by_mark(metafunc: pytest.Metafunc) -> bool:
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0] if marker.args else marker.kwargs.get("argnames", ())
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if MODEL_ARG in names:
+            return True
+    return False
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "mil_model" not in metafunc.fixturenames:
+    """Parametrize each shipped compliance test (``test_<name>`` using ``mil_result``)
+    over the selected models; the decorator's tests are parametrized already."""
+    if MODEL_ARG not in metafunc.fixturenames or _parametrized_by_mark(metafunc):
         return
-    state = metafunc.config.stash[STATE]
-    test = _test_name(metafunc.function.__name__)
-    params = []
-    for spec in state.models:
-        expected = spec.expected.get(test)
-        marks = []
-        if expected is not None and expected.verdict == "violation":
-            marks.append(pytest.mark.xfail(strict=True, raises=MILViolation,
-                                           reason=f"declared violation: {expected.reason}"))
-        params.append(pytest.param(spec, id=spec.name, marks=marks))
-    metafunc.parametrize("mil_model", params)
+    suite = metafunc.config.stash[STATE]
+    test = algorithmic_test_of(metafunc.function.__name__)
+    try:
+        models = suite.models
+    except ValueError as error:
+        raise pytest.UsageError(f"mil-assert: {error}") from None
+    metafunc.parametrize(MODEL_ARG, [pytest.param(spec, id=spec.name, marks=cell_marks(spec, test))
+                                     for spec in models])
+
+
+def algorithmic_test_of(function_name: str) -> str:
+    """The algorithmic unit test a compliance function runs: ``test_<name>``."""
+    from mil_assert.synthetic import TESTS
+
+    name = function_name.removeprefix("test_")
+    if name not in TESTS:
+        raise pytest.UsageError(f"{function_name} uses the mil_result fixture, but {name!r} "
+                                f"is not a test; known tests: {', '.join(TESTS)} (or use "
+                                f"mil_assert.parametrize_with_checks)")
+    return name
 
 
 @pytest.fixture
-def mil_result(request: pytest.FixtureRequest, mil_model: ModelSpec) -> CellResult:
-    """Train ``mil_model`` on this test over the run's seeds and judge it."""
-    state = request.config.stash[STATE]
-    test = TESTS[_test_name(request.function.__name__)]
-    result = run_cell(mil_model, test, state.seeds, state.budget, state.dim, state.device)
+def mil_test(request: pytest.FixtureRequest) -> str:
+    """The algorithmic unit test of this compliance test, from its function name."""
+    return algorithmic_test_of(request.function.__name__)
+
+
+@pytest.fixture
+def mil_result(request: pytest.FixtureRequest, mil_model: ModelSpec, mil_test: str) -> CellResult:
+    """Train ``mil_model`` on ``mil_test`` over the run's seeds and judge the cell."""
+    from mil_assert.harness import run_cell
+    from mil_assert.synthetic import TESTS
+
+    suite = request.config.stash[STATE]
+    result = run_cell(mil_model, TESTS[mil_test], suite.seeds, suite.budget, suite.dim,
+                      suite.device)
     request.node.user_properties.append((RESULT_PROPERTY, result.as_dict()))
     return result
 
 
-def check_verdict(result: CellResult) -> None:
-    """Pass, skip, xfail or fail a compliance test from its cell's verdict and declaration.
-
-    Undeclared: ``pass`` passes, ``inconclusive`` skips, ``violation`` and ``error`` fail.
-    Declared: the measured verdict must equal the declared one (a declared violation
-    is a strict xfail, a declared inconclusive a skip); anything else fails.
-    """
-    __tracebackhide__ = True
-    verdict, expected = result.verdict, result.expected
-    where = f"{result.model} on {result.test}"
-    if verdict == "error":
-        pytest.fail(f"error: {where}: {result.message}", pytrace=False)
-    if expected is not None and verdict != expected:
-        pytest.fail(f"{where}: declared {expected} ({result.expected_reason}), "
-                    f"measured {verdict}: {result.message}", pytrace=False)
-    if verdict == "violation":
-        raise MILViolation(f"MIL violation: {where}: {result.message}")
-    if verdict == "inconclusive":
-        pytest.skip(f"inconclusive: {where}: {result.message}")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With a model option, only compliance cells run: the others are deselected."""
+    if config.stash[STATE].model_option is None:
+        return
+    kept = [item for item in items if MODEL_ARG in getattr(item, "fixturenames", ())]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
 
 
 class ComplianceSession:
     """Per-run hooks: gathers cell results (also from xdist workers), writes the report,
-    prints the matrix. Registered by ``pytest_configure``."""
+    prints the matrix. Registered by ``pytest_configure``; silent when no cell ran."""
 
-    def __init__(self, state: SuiteState) -> None:
-        self.state = state
+    def __init__(self, suite: Suite) -> None:
+        self.suite = suite
 
-    def pytest_report_header(self) -> str:
-        state = self.state
-        return (f"mil-assert: models {', '.join(m.name for m in state.models)}; "
-                f"{len(state.seeds)} seeds per cell; device {state.device}; default budget "
-                f"{state.budget.epochs} epochs x {state.budget.n_train_bags} bags, "
-                f"batch {state.budget.batch_size}, {state.budget.optimizer} "
-                f"lr {state.budget.lr:g}")
+    def pytest_report_header(self) -> str | None:
+        suite = self.suite
+        if suite.model_option is None:
+            return None
+        return (f"mil-assert: models {', '.join(m.name for m in suite.models)}; "
+                f"{settings(suite)}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
             return
         for key, value in report.user_properties:
             if key == RESULT_PROPERTY:
-                self.state.results.append(CellResult.from_dict(value))
+                from mil_assert.results import CellResult
+
+                self.suite.results.append(CellResult.from_dict(value))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        state = self.state
-        if hasattr(session.config, "workerinput") or not state.results:
+        suite = self.suite
+        if suite.worker is not None or not suite.results or suite.report_path is None:
             return
-        if state.report_path is not None:
-            data = build_report(state.results, self.model_names, state.seeds, state.budget,
-                                state.dim, state.device)
-            write_json_atomic(data, state.report_path)
+        from mil_assert.files import write_json_atomic
+        from mil_assert.report import build_report
 
-    def pytest_terminal_summary(self, terminalreporter, config: pytest.Config) -> None:
-        state = self.state
-        if hasattr(config, "workerinput") or not state.results:
+        write_json_atomic(build_report(suite.results, self.model_names, suite.seeds,
+                                       suite.budget, suite.dim, suite.device), suite.report_path)
+
+    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
+        suite = self.suite
+        if suite.worker is not None:
             return
+        if not suite.results:
+            ran = any(terminalreporter.stats.get(key) for key in
+                      ("passed", "failed", "skipped", "xfailed", "xpassed", "error"))
+            if suite.model_option is not None and not ran and not config.option.collectonly:
+                terminalreporter.write_line(
+                    f"mil-assert: no compliance test ran for --mil-model={suite.model_option}; "
+                    f"outside the mil-assert repository run: {RUN_ANYWHERE}", yellow=True)
+            return
+        from mil_assert.report import format_matrix
+
         terminalreporter.section(f"MIL compliance matrix (verdict, test AUC mean ± std "
-                                 f"over {len(state.seeds)} seeds)")
-        for line in format_matrix(state.results, self.model_names).splitlines():
+                                 f"over {len(suite.seeds)} seeds)")
+        for line in format_matrix(suite.results, self.model_names).splitlines():
             terminalreporter.write_line(line)
-        seed_by_seed = {r.model: r.training for r in state.results
+        terminalreporter.write_line(settings(suite))
+        seed_by_seed = {r.model: r.training for r in suite.results
                         if r.training.startswith("seed by seed") and len(r.seeds) > 1}
         for model, training in sorted(seed_by_seed.items()):
             terminalreporter.write_line(f"{model}: trained {training}")
-        if state.report_path is not None:
-            terminalreporter.write_line(f"report written to {state.report_path}")
+        if suite.report_path is not None:
+            terminalreporter.write_line(f"report written to {suite.report_path}")
 
     @property
     def model_names(self) -> list[str]:
-        return [m.name for m in self.state.models]
+        names = [m.name for m in self.suite.models] if self.suite._models is not None else []
+        return names + [r.model for r in self.suite.results if r.model not in names]
+
+
+def settings(suite: Suite) -> str:
+    """One line with the run's seeds, device, instance dimension and default budget."""
+    budget = suite.budget
+    return (f"{len(suite.seeds)} seeds per cell; device {suite.device}; D = {suite.dim}; "
+            f"default budget {budget.epochs} epochs x {budget.n_train_bags} bags, batch "
+            f"{budget.batch_size}, {budget.optimizer} lr {budget.lr:g}")

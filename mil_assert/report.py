@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -112,23 +111,6 @@ def build_report(results: Sequence[CellResult], models: Sequence[str], seeds: Se
                                  "that kept the ranking are a strict majority"},
         "results": [r.as_dict() for r in order_results(results, models)],
     }
-
-
-def write_json_atomic(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                         dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2, allow_nan=False)
-            stream.write("\n")
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
 
 
 class ReportError(ValueError):

@@ -30,6 +30,26 @@ class CellResult:
     budget_overrides: dict[str, Any] = field(default_factory=dict)
     training: str = ""
 
+    @property
+    def gate_failure(self) -> str | None:
+        """Why this cell fails a CI gate, or ``None`` when it passes the gate.
+
+        The one gate rule of every route (pytest, decorator, API, ``mil-assert check``):
+        ``error`` always fails; a declared verdict must be the measured one, in both
+        directions; undeclared, ``pass`` and ``inconclusive`` pass and ``violation`` fails.
+        """
+        where = f"{self.model} on {self.test}"
+        if self.verdict == "error":
+            return f"error: {where}: {self.message}"
+        if self.expected is not None:
+            if self.verdict == self.expected:
+                return None
+            return (f"{where}: declared {self.expected} ({self.expected_reason}), "
+                    f"measured {self.verdict}: {self.message}")
+        if self.verdict == "violation":
+            return f"MIL violation: {where}: {self.message}"
+        return None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,

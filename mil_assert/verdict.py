@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from mil_assert.defaults import MIN_SEEDS
 from mil_assert.synthetic.catalog import TestKind
 
 CHANCE = 0.5
@@ -32,8 +33,6 @@ MAX_DROP = 0.2
 VIOLATING_SEEDS = 2
 """Seeds that must show the shortcut (or the forbidden rule) for a violation."""
 
-MIN_SEEDS = 2
-"""A verdict needs at least this many seeds."""
 
 # What one seed shows.
 INVERTED = "inverted"  # test AUC clearly below chance: only a learned shortcut ranks so

@@ -1,7 +1,7 @@
 """The pytest plugin end to end: model selection, errors, strict declarations, reports, xdist.
 
-Each test runs the real suite (``tests/test_compliance.py``) in a fresh pytest process on
-the small models of ``tests/toy_models.py``.
+Each test runs the shipped compliance tests (``mil_assert/compliance.py``) in a fresh
+pytest process on the small models of ``tests/toy_models.py``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from mil_assert.defaults import seed_list
 from mil_assert.loading import ModelSpecError, resolve_models
-from mil_assert.plugin import seed_list
 from mil_assert.render import render
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ TOY = REPO / "tests" / "toy_models.py"
 def run_suite(
     *args: str, cwd: Path = REPO, report: Path | None = None
 ) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "pytest", str(REPO / "tests" / "test_compliance.py"),
+    command = [sys.executable, "-m", "pytest", str(REPO / "mil_assert" / "compliance.py"),
                "-p", "no:cacheprovider", "--mil-seeds=2", "-v", "-rA", *args]
     if report is not None:
         command.append(f"--mil-report={report}")

@@ -1,0 +1,198 @@
+"""The Python API, for notebooks and scripts: judge models without pytest.
+
+    >>> import mil_assert
+    >>> report = mil_assert.check("models/my_model.py:build", seeds=5)   # doctest: +SKIP
+    >>> print(report.matrix)                      # the compliance matrix
+    >>> report.to_frame()                         # one row per model x test x seed
+    >>> report.save("mil-report.json")            # the JSON report (mil-assert/report/v1)
+    >>> report.passed                             # the CI gate
+
+The same harness, verdict rule and gate as the pytest plugin and ``mil-assert check``:
+the same model and seeds give the same per-seed AUCs and verdicts on every route.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget, seed_list
+from mil_assert.files import write_json_atomic
+from mil_assert.loading import select_tests
+from mil_assert.report import build_report, format_matrix
+from mil_assert.results import CellResult
+from mil_assert.runner import CellsOutcome, Model, Run, load_models, run_cells
+from mil_assert.synthetic import TESTS
+from mil_assert.verdict import seed_outcome
+
+
+@dataclass(frozen=True)
+class ComplianceReport:
+    """The cells of one run, with the settings they were run under.
+
+    Attributes:
+        results: one :class:`~mil_assert.results.CellResult` per finished cell, in
+            matrix order.
+        models: model names, in the order given.
+        seeds, budget, dim, device: the run's settings (``budget`` before each model's
+            own overrides, which each cell records).
+        interrupted: the run was stopped (KeyboardInterrupt) before every cell finished.
+        cells: how many cells the run was asked for.
+    """
+
+    results: tuple[CellResult, ...]
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    budget: Budget
+    dim: int
+    device: str
+    interrupted: bool = False
+    cells: int = 0
+
+    @property
+    def matrix(self) -> str:
+        """The compliance matrix as text (Markdown): verdict and test AUC mean ± std."""
+        return format_matrix(self.results, self.models)
+
+    @property
+    def failures(self) -> list[str]:
+        """One line per cell that fails the gate (see ``CellResult.gate_failure``)."""
+        return [r.gate_failure for r in self.results if r.gate_failure is not None]
+
+    @property
+    def passed(self) -> bool:
+        """The gate: every cell finished and passes, is inconclusive, or matches its
+        declaration."""
+        return not self.interrupted and not self.failures and len(self.results) == self.cells
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON report (schema ``mil-assert/report/v1``), as written by ``save``."""
+        return build_report(self.results, self.models, self.seeds, self.budget, self.dim,
+                            self.device)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON report atomically (temporary file, then rename)."""
+        return write_json_atomic(self.as_dict(), path)
+
+    def to_frame(self) -> Any:
+        """A pandas DataFrame, one row per model x test x seed.
+
+        Columns: ``model``, ``test``, ``seed``, ``val_auc``, ``test_auc``,
+        ``seed_outcome`` (what that seed shows under the verdict rule: kept, lost,
+        inverted, unlearned, learned, not learned; empty where the seed did not finish),
+        ``verdict`` (the cell's), ``expected`` (the declared verdict or None).
+        """
+        import pandas as pd
+
+        rows = []
+        for r in self.results:
+            val = r.val_auc.per_seed if r.val_auc is not None else ()
+            tst = r.test_auc.per_seed if r.test_auc is not None else ()
+            for i, seed in enumerate(r.seeds):
+                finished = i < len(val) and i < len(tst)
+                rows.append({
+                    "model": r.model, "test": r.test, "seed": seed,
+                    "val_auc": val[i] if finished else float("nan"),
+                    "test_auc": tst[i] if finished else float("nan"),
+                    "seed_outcome": (seed_outcome(TESTS[r.test].kind, val[i], tst[i])
+                                     if finished and r.test in TESTS else None),
+                    "verdict": r.verdict, "expected": r.expected,
+                })
+        return pd.DataFrame(rows, columns=["model", "test", "seed", "val_auc", "test_auc",
+                                           "seed_outcome", "verdict", "expected"])
+
+    def __str__(self) -> str:
+        status = "passed" if self.passed else "failed"
+        if self.interrupted:
+            status = f"interrupted after {len(self.results)} of {self.cells} cells"
+        return f"{self.matrix}\n\ngate: {status}"
+
+    def _repr_markdown_(self) -> str:  # Jupyter shows the matrix as a table
+        return str(self).replace("\ngate:", "\n**gate:**")
+
+
+def check(
+    models: Any,
+    *,
+    tests: str | Sequence[str] | None = None,
+    seeds: int | Sequence[int] = DEFAULT_SEEDS,
+    device: str = "auto",
+    budget: Mapping[str, Any] | None = None,
+    dim: int = INSTANCE_DIM,
+    jobs: int = 1,
+    progress: bool = True,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> ComplianceReport:
+    """Train and judge ``models`` on the algorithmic unit tests; return the report.
+
+    Args:
+        models: one model or a list: a :class:`~mil_assert.registry.ModelSpec`, a factory
+            ``factory(dim) -> torch.nn.Module``, or a string as for ``--mil-model``
+            (``"abmil"``, ``"pkg.module:factory"``, ``"path/to/file.py:factory"``;
+            comma-separated for several).
+        tests: test names (default all four).
+        seeds: a number of seeds S (seeds 0..S-1, S >= 2) or the seeds themselves.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        budget: overrides of :class:`~mil_assert.defaults.Budget` fields for every model
+            (a model's own ``ModelSpec.budget`` still applies on top).
+        dim: instance dimension D of the synthetic bags.
+        jobs: worker processes; results equal ``jobs=1``.
+        progress: show a progress bar with ETA (tqdm).
+        base_dir: where model strings' relative paths start (default: current directory).
+
+    Raises:
+        ValueError: a model that cannot be loaded, an unknown test, too few seeds, a bad
+            budget field or device; the message names what is wrong.
+
+    A KeyboardInterrupt stops the run; the report of the finished cells is returned with
+    ``interrupted=True``.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs}: give at least one worker process")
+    loaded, names, run = prepare(models, tests, seeds, device, budget, dim, base_dir)
+    outcome = run_cells(loaded, names, run, jobs=jobs, progress=progress)
+    return report_of(outcome, [m.spec.name for m in loaded], run)
+
+
+def prepare(
+    models: Any, tests: str | Sequence[str] | None, seeds: int | Sequence[int], device: str,
+    budget: Mapping[str, Any] | None = None, dim: int = INSTANCE_DIM,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> tuple[list[Model], list[str], Run]:
+    """Load and check everything a run needs before any training; bad input raises
+    ``ValueError`` naming it. ``"auto"`` is resolved to the device it means here."""
+    from mil_assert.harness import resolve_device
+
+    loaded = load_models(models, Path.cwd() if base_dir is None else Path(base_dir))
+    names = select_tests(tests)
+    resolved = resolve_device(device)  # a CUDA request without CUDA fails here, once
+    run = Run(seeds=tuple(seed_list(seeds) if isinstance(seeds, int) else _seeds(seeds)),
+              budget=Budget().with_overrides(budget or {}), dim=_dim(dim),
+              device=resolved.type if device == "auto" else device)
+    return loaded, names, run
+
+
+def report_of(outcome: CellsOutcome, models: Sequence[str], run: Run) -> ComplianceReport:
+    from mil_assert.report import order_results
+
+    return ComplianceReport(
+        results=tuple(order_results(outcome.results, models)), models=tuple(models),
+        seeds=run.seeds, budget=run.budget, dim=run.dim, device=run.device,
+        interrupted=outcome.interrupted, cells=outcome.total)
+
+
+def _seeds(seeds: Sequence[int]) -> list[int]:
+    values = [int(s) for s in seeds]
+    if len(values) < 2 or len(set(values)) < len(values) or min(values) < 0:
+        raise ValueError(f"seeds={list(seeds)}: give at least 2 distinct non-negative seeds, "
+                         f"or a number of seeds")
+    return values
+
+
+def _dim(dim: int) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim={dim!r}: the instance dimension must be a positive integer")
+    return dim
