@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mil_assert.defaults import INSTANCE_DIM
 from mil_assert.report import report_models
 
 TEST_CITATIONS = {
@@ -96,11 +97,14 @@ def method_text(report: dict[str, Any]) -> str:
         f"{env.get('device', '?')}."
     )
     model_option = ",".join(models)
-    reproduce = (f"pytest tests/test_compliance.py --model={model_option} "
-                 f"--mil-seeds={len(seeds)} --mil-report=report.json")
-    return (paragraph + "\n\nTo reproduce (from a mil-assert checkout"
+    dim = report.get("instance_dim", INSTANCE_DIM)
+    reproduce = (f"pytest --pyargs mil_assert.compliance --mil-model={model_option} "
+                 f"--mil-seeds={len(seeds)}" + (f" --mil-dim={dim}" if dim != INSTANCE_DIM else "")
+                 + " --mil-report=report.json")
+    return (paragraph + "\n\nTo reproduce (with mil-assert "
+            + str(env.get("mil_assert", "?"))
             + (f" at commit {env['git_commit']}" if env.get("git_commit") else "")
-            + f"):\n\n    {reproduce}\n")
+            + f" installed):\n\n    {reproduce}\n")
 
 
 def bibtex(report: dict[str, Any]) -> str:

@@ -151,3 +151,14 @@ def test_xdist_and_serial_runs_agree(serial_and_parallel_runs):
     parallel_data = json.loads(parallel_report.read_text())
     for fmt in ("md", "tex", "csv"):
         assert render(serial_data, fmt) == render(parallel_data, fmt)
+
+
+def test_a_model_option_runs_only_that_models_cells_in_this_repository():
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--model=transmil", "--co", "-q"],
+                            cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    items = [line for line in listed.stdout.splitlines() if "::" in line]
+    assert items == [f"mil_assert/compliance.py::test_{test}[transmil]" for test in
+                     ("single_concept", "threshold_poisoned", "false_frequency", "label_swap")]
+    assert "deselected" in listed.stdout  # the self-tests

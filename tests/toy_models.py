@@ -2,7 +2,7 @@
 
 Run one from the repository root with, e.g.::
 
-    pytest tests/test_compliance.py --model=tests/toy_models.py:instance_max
+    pytest --model=tests/toy_models.py:instance_max
 
 A factory is any callable ``factory(dim) -> nn.Module``; a ``ModelSpec`` may also carry a
 budget override and declared verdicts. The specs here shrink the budget so the suite's
