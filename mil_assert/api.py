@@ -22,7 +22,7 @@ from typing import Any
 from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget, seed_list
 from mil_assert.files import write_json_atomic
 from mil_assert.loading import select_tests
-from mil_assert.report import build_report, format_matrix
+from mil_assert.report import build_report, contract_lines, format_matrix
 from mil_assert.results import CellResult
 from mil_assert.runner import CellsOutcome, Model, Run, load_models, run_cells
 from mil_assert.synthetic import TESTS
@@ -108,7 +108,7 @@ class ComplianceReport:
         status = "passed" if self.passed else "failed"
         if self.interrupted:
             status = f"interrupted after {len(self.results)} of {self.cells} cells"
-        return f"{self.matrix}\n\ngate: {status}"
+        return "\n".join([self.matrix, *contract_lines(self.results), "", f"gate: {status}"])
 
     def _repr_markdown_(self) -> str:  # Jupyter shows the matrix as a table
         return str(self).replace("\ngate:", "\n**gate:**")

@@ -29,7 +29,7 @@ from mil_assert.files import check_writable, write_json_atomic
 from mil_assert.harness import resolve_device
 from mil_assert.loading import ModelSpecError, resolve_models
 from mil_assert.render import TEXT_FORMATS, render
-from mil_assert.report import ReportError, load_report, merge_reports
+from mil_assert.report import ReportError, contract_lines, load_report, merge_reports
 from mil_assert.synthetic import TESTS
 
 
@@ -139,7 +139,7 @@ def check_command(args: argparse.Namespace) -> int:
     outcome = run_cells(models, tests, run, jobs=args.jobs, progress=not args.quiet)
     report = report_of(outcome, [m.spec.name for m in models], run)
     if report.results:
-        print(report.matrix)
+        print("\n".join([report.matrix, *contract_lines(report.results)]))
     for model in sorted({r.model: r.training for r in report.results
                          if r.training.startswith("seed by seed") and len(r.seeds) > 1}.items()):
         print(f"{model[0]}: trained {model[1]}")

@@ -26,6 +26,8 @@ from functools import cached_property
 import torch
 from torch import nn
 
+from mil_assert.adapters import BagLogits, adapt
+from mil_assert.contract import ContractOutcome, check_contract
 from mil_assert.defaults import Budget
 from mil_assert.metrics import SeedSummary, roc_auc
 from mil_assert.registry import ModelSpec
@@ -40,6 +42,10 @@ EVAL_CHUNK_BAGS = 1024
 
 class ModelMisbehaved(RuntimeError):
     """The model broke the contract: wrong output shape or non-finite values."""
+
+
+class ContractFailed(RuntimeError):
+    """The model broke the contract check before training (:mod:`mil_assert.contract`)."""
 
 
 class BudgetExceeded(RuntimeError):
@@ -112,15 +118,16 @@ class SeedBags:
         return X.flatten(0, 1), mask.flatten(0, 1), y.flatten(0, 1)
 
 
-def build_model(spec: ModelSpec, seed: int, dim: int) -> nn.Module:
-    """``spec``'s model with its initial weights drawn from ``seed``'s own stream."""
+def build_model(spec: ModelSpec, seed: int, dim: int) -> BagLogits:
+    """``spec``'s model with its initial weights drawn from ``seed``'s own stream, wrapped
+    so that it is called and read as ``spec`` says (:mod:`mil_assert.adapters`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "model/init"))
         model = spec.factory(dim)
     if not isinstance(model, nn.Module):
         raise TypeError(f"the factory of {spec.name!r} returned {type(model).__name__}, "
                         f"not a torch.nn.Module")
-    return model
+    return adapt(model, spec.input, spec.output, spec.positive_class, spec.output_key)
 
 
 @dataclass(frozen=True)
@@ -304,8 +311,14 @@ def run_cell(
     val_aucs: list[float] = []
     test_aucs: list[float] = []
     where, how = "", ""
+    contract: ContractOutcome | None = None
     try:
         cell_budget = budget.with_overrides(spec.budget)
+        where = f"seed {seeds[0]}: "
+        contract = contract_of(spec, seeds[0], dim)
+        if not contract.ok:
+            raise ContractFailed(contract.message)
+        where = ""
         splits = [test.generate(seed, dim=dim, n_train=cell_budget.n_train_bags,
                                 n_eval=cell_budget.n_eval_bags) for seed in seeds]
         where = f"seed {seeds[0]}: "
@@ -319,6 +332,8 @@ def run_cell(
             test_aucs += tst
         verdict, message = judge(test.kind, val_aucs, test_aucs)
         where = ""
+    except ContractFailed as failed:
+        verdict, message = "error", f"contract broken before training: {failed}"
     except Exception as error:  # noqa: BLE001 - a broken model must become an error cell
         verdict, message = "error", f"{where}{type(error).__name__}: {error}"
     val_summary = SeedSummary.of(val_aucs) if val_aucs else None
@@ -330,4 +345,17 @@ def run_cell(
         seeds=tuple(int(s) for s in seeds), val_auc=val_summary, test_auc=test_summary,
         seconds=time.monotonic() - started, message=message,
         budget_overrides=dict(spec.budget), training=how,
+        contract=None if contract is None else contract.as_dict(),
     )
+
+
+_CONTRACTS: dict[tuple[int, int, int], tuple[ModelSpec, ContractOutcome]] = {}
+
+
+def contract_of(spec: ModelSpec, seed: int, dim: int) -> ContractOutcome:
+    """The contract check (:mod:`mil_assert.contract`) of ``spec``'s model built from
+    ``seed``, once per process for each model, seed and dimension."""
+    key = (id(spec), seed, dim)
+    if key not in _CONTRACTS:
+        _CONTRACTS[key] = (spec, check_contract(build_model(spec, seed, dim), dim, seed))
+    return _CONTRACTS[key][1]

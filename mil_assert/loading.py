@@ -1,19 +1,30 @@
-"""Turn ``--model`` values into :class:`ModelSpec` objects.
+"""Turn model strings (``--mil-model``, ``mil-assert check``, the API) into ModelSpecs.
 
-A value is a comma-separated list; each item is a built-in model name, or a user's model
-given as ``pkg.module:factory`` or ``path/to/file.py:factory``. ``factory`` may be a
-callable ``factory(dim) -> nn.Module`` (judged with no declared expectations: any
-violation or error fails) or a :class:`ModelSpec` (its declarations apply).
+A value is a comma-separated list; each item is a built-in model name, a user's model
+given as ``pkg.module:factory`` or ``path/to/file.py:factory``, or a torchmil model as
+``torchmil:CLASS``. ``factory`` may be a callable ``factory(dim) -> nn.Module`` (judged
+with no declared expectations: any violation or error fails) or a :class:`ModelSpec`
+(its declarations apply).
+
+An item may end in options, each ``@key=value``: ``input``, ``output``,
+``positive_class`` and ``output_key`` say how the model is called and read
+(:mod:`mil_assert.adapters`); any other key is a keyword argument of the factory (for
+torchmil, of the constructor). Values are Python literals, else strings::
+
+    path/to/attention.py:Attention@input=bag1@output=probability
+    torchmil:ABMIL@gated=True
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +37,7 @@ class ModelSpecError(ValueError):
 
 def _choices(builtins: dict[str, ModelSpec]) -> str:
     return (f"built-in models: {', '.join(builtins)}; or your own model as "
-            f"pkg.module:factory or path/to/file.py:factory")
+            f"pkg.module:factory or path/to/file.py:factory, or torchmil:CLASS")
 
 
 def resolve_models(option: str | None, base_dir: Path) -> list[ModelSpec]:
@@ -43,16 +54,94 @@ def resolve_models(option: str | None, base_dir: Path) -> list[ModelSpec]:
     for item in (part.strip() for part in option.split(",")):
         if not item:
             raise ModelSpecError(f"--model={option!r} has an empty item; {_choices(builtins)}")
-        if item in builtins:
-            spec = builtins[item]
-        elif ":" in item:
-            spec = load_user_model(item, base_dir, builtins)
+        base, options = split_options(item)
+        if base in builtins:
+            spec = builtins[base]
+        elif base.startswith(TORCHMIL_PREFIX):
+            from mil_assert.torchmil_models import torchmil_spec
+
+            spec = torchmil_spec(base.removeprefix(TORCHMIL_PREFIX))
+        elif ":" in base:
+            spec = load_user_model(base, base_dir, builtins)
         else:
             raise ModelSpecError(f"unknown model {item!r}; {_choices(builtins)}")
+        spec = checked(with_options(spec, item, options) if options else spec)
         if any(s.name == spec.name for s in specs):
             raise ModelSpecError(f"model {spec.name!r} is selected twice in --model={option!r}")
         specs.append(spec)
     return specs
+
+
+TORCHMIL_PREFIX = "torchmil:"
+ADAPTER_OPTIONS = ("input", "output", "positive_class", "output_key")
+
+
+def split_options(item: str) -> tuple[str, dict[str, Any]]:
+    """``"a.py:f@input=bag@hidden=64"`` -> ``("a.py:f", {"input": "bag", "hidden": 64})``."""
+    base, *parts = item.split("@")
+    options: dict[str, Any] = {}
+    for part in parts:
+        key, equals, text = part.partition("=")
+        if not key.isidentifier() or not equals:
+            raise ModelSpecError(f"model option {part!r} in {item!r} must read @key=value, e.g. "
+                                 f"@input=bag1 or @output=probability")
+        try:
+            options[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[key] = text
+    return base, options
+
+
+@dataclasses.dataclass(frozen=True)
+class FactoryCall:
+    """``factory(dim)`` for a constructor as its authors wrote it: the instance dimension
+    goes to keyword ``dim_arg`` (``None``: the constructor takes none, its width is fixed),
+    with the other options as keyword arguments. Picklable, for ``--jobs``."""
+
+    factory: Callable[..., Any]
+    dim_arg: str | None | bool = True  # True: positional
+    arguments: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, dim: int) -> Any:
+        kwargs = dict(self.arguments)
+        if self.dim_arg is True:
+            return self.factory(dim, **kwargs)
+        if self.dim_arg:
+            kwargs[self.dim_arg] = dim
+        return self.factory(**kwargs)
+
+    def check(self, item: str) -> None:
+        try:
+            signature = inspect.signature(self.factory)
+        except (TypeError, ValueError):
+            return
+        kwargs = dict(self.arguments)
+        if isinstance(self.dim_arg, str):
+            kwargs[self.dim_arg] = 16
+        args = (16,) if self.dim_arg is True else ()
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise ModelSpecError(f"{item!r}: the factory cannot be called with "
+                                 f"{'the dimension and ' if args else ''}{sorted(kwargs)} "
+                                 f"({error}); see @dim_arg=NAME and @dim_arg=None") from None
+
+
+def with_options(spec: ModelSpec, item: str, options: dict[str, Any]) -> ModelSpec:
+    """``spec`` named ``item``, called and read as the adapter options say; ``dim_arg`` and
+    the other options go to the factory (:class:`FactoryCall`)."""
+    adapter = {key: value for key, value in options.items() if key in ADAPTER_OPTIONS}
+    arguments = {key: value for key, value in options.items()
+                 if key not in ADAPTER_OPTIONS and key != "dim_arg"}
+    factory = spec.factory
+    if arguments or "dim_arg" in options:
+        call = FactoryCall(factory, options.get("dim_arg", True), tuple(arguments.items()))
+        call.check(item)
+        factory = call
+    try:
+        return dataclasses.replace(spec, name=item, factory=factory, **adapter)
+    except ValueError as error:
+        raise ModelSpecError(str(error)) from None
 
 
 def load_user_model(item: str, base_dir: Path, builtins: dict[str, ModelSpec]) -> ModelSpec:
@@ -85,7 +174,7 @@ def load_user_model(item: str, base_dir: Path, builtins: dict[str, ModelSpec]) -
         raise ModelSpecError(f"{item!r} is a {type(obj).__name__}, not a factory: it must be "
                              f"callable as factory(dim) -> torch.nn.Module, or a ModelSpec; "
                              f"{_choices(builtins)}")
-    return checked(ModelSpec(name=item, factory=obj, citation=f"user model {item}"))
+    return ModelSpec(name=item, factory=obj, citation=f"user model {item}")
 
 
 def checked(spec: ModelSpec) -> ModelSpec:
@@ -108,8 +197,9 @@ def checked(spec: ModelSpec) -> ModelSpec:
         name = getattr(factory, "__qualname__", type(factory).__name__)
         raise ModelSpecError(
             f"model {spec.name!r}: the factory {name}{signature} cannot be called as "
-            f"factory(dim) with the instance dimension; give a factory that takes it, e.g. "
-            f"lambda dim: {name}(...)") from None
+            f"factory(dim) with the instance dimension; give a factory that takes it, or "
+            f"name the constructor's keyword for it with @dim_arg=NAME (@dim_arg=None: it "
+            f"takes none)") from None
     return spec
 
 

@@ -275,11 +275,13 @@ class ComplianceSession:
                     f"mil-assert: no compliance test ran for --mil-model={suite.model_option}; "
                     f"outside the mil-assert repository run: {RUN_ANYWHERE}", yellow=True)
             return
-        from mil_assert.report import format_matrix
+        from mil_assert.report import contract_lines, format_matrix
 
         terminalreporter.section(f"MIL compliance matrix (verdict, test AUC mean ± std "
                                  f"over {len(suite.seeds)} seeds)")
         for line in format_matrix(suite.results, self.model_names).splitlines():
+            terminalreporter.write_line(line)
+        for line in contract_lines(suite.results):
             terminalreporter.write_line(line)
         terminalreporter.write_line(settings(suite))
         seed_by_seed = {r.model: r.training for r in suite.results

@@ -55,6 +55,13 @@ class ModelSpec:
             allow it (:mod:`mil_assert.stacking`); ``False`` trains them one by one, for a
             model whose forward draws random numbers or mixes bags in a way the first-batch
             check cannot see.
+        input: how ``forward`` takes bags: ``"batch"`` (``X [B, N, D]``, ``mask [B, N]``),
+            ``"bag"`` (one unpadded bag ``[N, D]``) or ``"bag1"`` (``[1, N, D]``).
+        output: ``"logit"`` or ``"probability"``: what the scores ``forward`` returns are.
+        positive_class: the class whose log-odds is the bag logit, for outputs of more
+            than two classes (default class 1 of two).
+        output_key: the tuple index or dict key of the scores in ``forward``'s output
+            (default: item 0, or ``"logits"``). See :mod:`mil_assert.adapters` for the rule.
     """
 
     name: str
@@ -64,10 +71,28 @@ class ModelSpec:
     expected: Mapping[str, Expected] = field(default_factory=dict)
     budget: Mapping[str, Any] = field(default_factory=dict)
     stackable: bool = True
+    input: str = "batch"
+    output: str = "logit"
+    positive_class: int | None = None
+    output_key: str | int | None = None
 
     def __post_init__(self) -> None:
+        from mil_assert.adapters import INPUTS, OUTPUTS
+
         object.__setattr__(self, "expected", MappingProxyType(dict(self.expected)))
         object.__setattr__(self, "budget", MappingProxyType(dict(self.budget)))
+        if self.input not in INPUTS:
+            raise ValueError(f"model {self.name!r}: input={self.input!r}; use 'batch' "
+                             f"(forward(X [B, N, D], mask)), 'bag' (forward(x [N, D])) or "
+                             f"'bag1' (forward(x [1, N, D]))")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"model {self.name!r}: output={self.output!r}; use 'logit' or "
+                             f"'probability'")
+        if self.positive_class is not None and (isinstance(self.positive_class, bool) or not
+                                                isinstance(self.positive_class, int)
+                                                or self.positive_class < 0):
+            raise ValueError(f"model {self.name!r}: positive_class must be a class index >= 0, "
+                             f"got {self.positive_class!r}")
 
 
 def builtin_models() -> dict[str, ModelSpec]:

@@ -56,6 +56,25 @@ def format_matrix(results: Sequence[CellResult], models: Sequence[str]) -> str:
     return tabulate(table, headers=["model"] + tests, tablefmt="github")
 
 
+def contract_lines(results: Sequence[CellResult]) -> list[str]:
+    """The model-contract check's outcome per model, for the lines under the matrix."""
+    outcomes: dict[str, dict[str, Any]] = {}
+    for result in results:
+        if result.contract is not None:
+            outcomes.setdefault(result.model, result.contract)
+    if not outcomes:
+        return []
+    ok = [m for m, c in outcomes.items() if c["ok"] and (c.get("order_change") or 0) <= 1e-4]
+    lines = [f"contract (checked before training): ok for {', '.join(ok)}"] if ok else []
+    for model, outcome in outcomes.items():
+        if not outcome["ok"]:
+            lines.append(f"contract: {model} broken, not trained: {outcome['message']}")
+        elif model not in ok:
+            lines.append(f"contract: {model} ok; instance order changes its logits by up to "
+                         f"{outcome['order_change']:.2g} (allowed, recorded)")
+    return lines
+
+
 def git_commit() -> str | None:
     """The commit of the mil-assert checkout in use, or ``None`` outside a git checkout."""
     root = Path(mil_assert.__file__).resolve().parent.parent

@@ -14,7 +14,8 @@ class CellResult:
 
     ``val_auc`` / ``test_auc`` are ``None`` when no seed finished (``error``);
     ``message`` holds the verdict's reason, or the error; ``training`` says whether the
-    seeds were trained as one stacked model or seed by seed, and why.
+    seeds were trained as one stacked model or seed by seed, and why; ``contract`` is the
+    outcome of the model-contract check before training (``ContractOutcome.as_dict``).
     """
 
     model: str
@@ -29,6 +30,7 @@ class CellResult:
     message: str
     budget_overrides: dict[str, Any] = field(default_factory=dict)
     training: str = ""
+    contract: dict[str, Any] | None = None
 
     @property
     def gate_failure(self) -> str | None:
@@ -64,6 +66,7 @@ class CellResult:
             "message": self.message,
             "budget_overrides": dict(self.budget_overrides),
             "training": self.training,
+            "contract": self.contract,
         }
 
     @classmethod
@@ -77,5 +80,5 @@ class CellResult:
             seeds=tuple(data.get("seeds", ())), val_auc=summary(data["val_auc"]),
             test_auc=summary(data["test_auc"]), seconds=float(data["seconds"]),
             message=data["message"], budget_overrides=dict(data.get("budget_overrides", {})),
-            training=data.get("training", ""),
+            training=data.get("training", ""), contract=data.get("contract"),
         )

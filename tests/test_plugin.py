@@ -119,7 +119,7 @@ def test_broken_models_become_error_cells_and_the_report_completes(serial_and_pa
         by_model.setdefault(result["model"], []).append(result)
     assert all(len(cells) == 2 for cells in by_model.values()), "every cell completes"
     assert all(c["verdict"] == "error" for m in BROKEN for c in by_model[m])
-    assert "got (32, 1)" in by_model["wrong_shape"][0]["message"]
+    assert "3 class logits" in by_model["wrong_shape"][0]["message"]
     assert "broken on purpose" in by_model["raises"][0]["message"]
     assert "non-finite" in by_model["returns_nan"][0]["message"]
     working = by_model["tiny_max"]

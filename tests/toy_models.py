@@ -32,7 +32,8 @@ class InstanceMax(nn.Module):
 
 class WrongShape(InstanceMax):
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return super().forward(X, mask)[:, None]  # [B, 1] instead of [B]
+        logit = super().forward(X, mask)
+        return torch.stack([logit, -logit, logit], dim=1)  # 3 classes, none named positive
 
 
 class Raises(InstanceMax):
@@ -112,3 +113,40 @@ class MeanCriterionMax(InstanceMax):
         logits = self(X, mask)
         return torch.stack([self.criterion(logit, target)
                             for logit, target in zip(logits, y, strict=True)])
+
+
+class LeaksPadding(InstanceMax):
+    """Mean pooling over every row, padding included: the mask is ignored."""
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.score(X).squeeze(-1).mean(dim=1)
+
+
+class BatchNormOverBags(nn.Module):
+    """Max-pooled embeddings normalised over the bags of the batch: bags mix in training."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(dim, 8)
+        self.norm = nn.BatchNorm1d(8)
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.embed(X).masked_fill(~mask[..., None], -1e9).amax(dim=1)  # [B, 8]
+        return self.head(self.norm(pooled)).squeeze(-1)
+
+
+class NaNForOneInstance(InstanceMax):
+    """Pools with a standard deviation over the instances: NaN for a bag of one."""
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = self.score(X).squeeze(-1)
+        n = mask.sum(dim=1)
+        mean = (scores * mask).sum(dim=1) / n
+        variance = (((scores - mean[:, None]) * mask) ** 2).sum(dim=1) / (n - 1)
+        return mean + 0.1 * variance.sqrt()
+
+
+leaks_padding = ModelSpec(name="leaks_padding", factory=LeaksPadding, budget=TINY_BUDGET)
+mixes_bags = ModelSpec(name="mixes_bags", factory=BatchNormOverBags, budget=TINY_BUDGET)
+nan_for_one = ModelSpec(name="nan_for_one", factory=NaNForOneInstance, budget=TINY_BUDGET)
