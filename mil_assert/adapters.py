@@ -7,7 +7,8 @@ Input (``ModelSpec.input``):
     ``"batch"``: ``forward(X [B, N, D], mask [B, N])``, padded bags with a mask (default).
     ``"bag"``: ``forward(x [N, D])``, one unpadded bag per call (CLAM's ``forward(h)``).
     ``"bag1"``: ``forward(x [1, N, D])``, one unpadded bag with a batch axis of 1 (Ilse et
-    al.'s attention MIL, TransMIL, torchmil's ``TransMIL``).
+    al.'s attention MIL, TransMIL, torchmil's ``TransMIL``); a ``forward`` that also takes
+    a ``mask`` gets an all-True ``[1, N]`` one.
     One-bag models see each bag without padding. Bags of one size run together through
     ``torch.func.vmap`` where the model allows it, else one by one; either way a training
     step's loss is the mean over the mini-batch's bags, as for a batched model.
@@ -123,6 +124,13 @@ def bag_logits(out: Any, bags: int, *, one_bag: bool = False, output: str = "log
     return scores[:, c] - torch.logsumexp(others, dim=1)
 
 
+def _takes_mask(function: Any) -> bool:
+    try:
+        return "mask" in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def torchmil_style_loss(module: nn.Module) -> bool:
     """Whether ``module`` has a ``compute_loss(Y, X, mask)`` in torchmil's convention."""
     method = getattr(module, "compute_loss", None)
@@ -154,6 +162,8 @@ class BagLogits(nn.Module):
         self.input, self.output = input, output
         self.positive_class, self.output_key = positive_class, output_key
         self._vmap_failed = False
+        # a one-bag [1, N, D] model whose forward takes a mask gets an all-True one
+        self._full_mask = input == "bag1" and _takes_mask(model.forward)
 
     def logits(self, out: Any, bags: int, one_bag: bool = False) -> torch.Tensor:
         return bag_logits(out, bags, one_bag=one_bag, output=self.output,
@@ -164,10 +174,17 @@ class BagLogits(nn.Module):
             return self.logits(self.model(X, mask), X.shape[0])
         return self._one_bag_at_a_time(X, mask)
 
+    def one_bag_args(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """How the model takes one unpadded bag ``x [N, D]``."""
+        if self.input == "bag":
+            return (x,)
+        if self._full_mask:
+            return x[None], torch.ones(1, x.shape[0], dtype=torch.bool, device=x.device)
+        return (x[None],)
+
     def _one_bag(self, x: torch.Tensor) -> torch.Tensor:
         """Logit of one unpadded bag ``x [N, D]`` -> ``[]``."""
-        out = self.model(x if self.input == "bag" else x[None])
-        return self.logits(out, 1, one_bag=True)[0]
+        return self.logits(self.model(*self.one_bag_args(x)), 1, one_bag=True)[0]
 
     def _one_bag_at_a_time(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         sizes = mask.sum(dim=1)
@@ -220,15 +237,13 @@ class BagLogitsTorchmilLoss(BagLogits):
             prediction, terms = self.model.compute_loss(y, X, mask)
             return per_bag_losses(self.logits(prediction, X.shape[0]), y, terms)
         if self._auxiliary is None:
-            x = X[0, mask[0]]
-            _, terms = self.model.compute_loss(y[:1], x if self.input == "bag" else x[None])
+            _, terms = self.model.compute_loss(y[:1], *self.one_bag_args(X[0, mask[0]]))
             self._auxiliary = len(terms) > 1
         if not self._auxiliary:  # only the classification loss: run the bags together
             return F.binary_cross_entropy_with_logits(self(X, mask), y, reduction="none")
         losses = []
         for b in range(X.shape[0]):  # each bag's own terms, as torchmil trains one bag
-            x = X[b, mask[b]]
-            _, terms = self.model.compute_loss(y[b:b + 1], x if self.input == "bag" else x[None])
+            _, terms = self.model.compute_loss(y[b:b + 1], *self.one_bag_args(X[b, mask[b]]))
             losses.append(sum(terms.values()))
         return torch.stack(losses)
 

@@ -32,7 +32,7 @@ from mil_assert.defaults import Budget
 from mil_assert.metrics import SeedSummary, roc_auc
 from mil_assert.registry import ModelSpec
 from mil_assert.results import CellResult
-from mil_assert.seeding import cpu_generator, derive_seed
+from mil_assert.seeding import cpu_generator, seeded_global_rngs
 from mil_assert.stacking import NotStackable, check_stacked, stack_models
 from mil_assert.synthetic import AlgorithmicTest, Bags, Splits
 from mil_assert.verdict import judge
@@ -121,8 +121,7 @@ class SeedBags:
 def build_model(spec: ModelSpec, seed: int, dim: int) -> BagLogits:
     """``spec``'s model with its initial weights drawn from ``seed``'s own stream, wrapped
     so that it is called and read as ``spec`` says (:mod:`mil_assert.adapters`)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "model/init"))
+    with seeded_global_rngs(seed, "model/init"):
         model = spec.factory(dim)
     if not isinstance(model, nn.Module):
         raise TypeError(f"the factory of {spec.name!r} returned {type(model).__name__}, "
@@ -281,15 +280,15 @@ def train_group(group: Group, budget: Budget, on_epoch: Callable[[], None] | Non
     """Train one group and return its seeds' validation and test AUCs."""
     started = time.monotonic()
     device = group.train.X.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        # Only a model drawing random numbers while training (dropout, trained seed by
-        # seed) reads this stream.
-        torch.manual_seed(derive_seed(group.seeds[0], "train/random"))
+    cuda = [device] if device.type == "cuda" else []
+    # Only a model drawing random numbers (dropout, trained seed by seed) reads these streams.
+    with torch.random.fork_rng(devices=cuda), seeded_global_rngs(group.seeds[0], "train/random"):
         fit(group.model, group.train, budget,
             [cpu_generator(seed, "train/shuffle") for seed in group.seeds],
             deadline=started + budget.max_seconds * len(group.seeds), on_epoch=on_epoch)
-    val = predict(group.model, group.val)
-    test = predict(group.model, group.test)
+    with torch.random.fork_rng(devices=cuda), seeded_global_rngs(group.seeds[0], "eval/random"):
+        val = predict(group.model, group.val)
+        test = predict(group.model, group.test)
     val_y, test_y = group.val.y.cpu().numpy(), group.test.y.cpu().numpy()
     return ([roc_auc(val[s], val_y[s]) for s in range(len(group.seeds))],
             [roc_auc(test[s], test_y[s]) for s in range(len(group.seeds))])

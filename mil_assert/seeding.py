@@ -8,7 +8,10 @@ the number of training bags never changes the validation bags or the initial wei
 
 from __future__ import annotations
 
+import contextlib
+import random
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -34,3 +37,25 @@ def cpu_generator(seed: int, stream: str) -> torch.Generator:
     so the same seed gives the same bags and the same initial weights on any hardware.
     """
     return torch.Generator(device="cpu").manual_seed(derive_seed(seed, stream))
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int, stream: str) -> Iterator[None]:
+    """Seed torch's, numpy's and Python's global random generators from the named stream
+    of ``seed`` for the block, and restore their states after it.
+
+    The harness draws its own numbers from explicit generators; this is for models that
+    draw from the global ones while training (dropout, or numpy's global generator as
+    torchmil's DTFD-MIL does for its pseudo-bags), so that they too repeat with the seed.
+    """
+    value = derive_seed(seed, stream)
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(value)
+        np.random.seed(value % 2**32)
+        random.seed(value)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)

@@ -32,13 +32,13 @@ def test_same_seeds_give_identical_per_seed_aucs():
     ("spec", "message"),
     [
         (toy_models.wrong_shape, "contract broken before training: output: forward failed on "
-                                 "a batch of bags of sizes 1-8: OutputError: the model returns "
+                                 "a batch of bags of sizes 1-16: OutputError: the model returns "
                                  "3 class logits; name the positive class"),
         (toy_models.raises, "contract broken before training: output: forward failed on a "
-                            "batch of bags of sizes 1-8: RuntimeError: this model is broken on "
+                            "batch of bags of sizes 1-16: RuntimeError: this model is broken on "
                             "purpose"),
         (toy_models.returns_nan, "contract broken before training: output: non-finite logits "
-                                 "(NaN or inf) for bags of size 1, 2, 3, 5, 8"),
+                                 "(NaN or inf) for bags of size 1, 2, 3, 5, 8, 16"),
         (ModelSpec("not_a_module", factory=lambda dim: "model"),
          "seed 0: TypeError: the factory of 'not_a_module' returned str, not a torch.nn.Module"),
         (ModelSpec("bad_budget", factory=toy_models.InstanceMax, budget={"epoch": 2}),
@@ -70,9 +70,9 @@ def test_a_model_can_train_with_its_own_loss():
     result = cell(ModelSpec("own_loss", factory=OwnLoss), seeds=(0, 1))
     assert result.verdict != "error", result.message
     assert result.training.startswith("stacked")
-    # the contract check (5 bags, twice: plain and padded), the stacking check (each seed's
+    # the contract check (6 bags, twice: plain and padded), the stacking check (each seed's
     # model on 32 bags, then the stacked one on 64), then epochs x 2 steps of 2 seeds x 32
-    assert calls == [5, 5, 32, 32, 64] + [64] * (SMALL.epochs * 2)
+    assert calls == [6, 6, 32, 32, 64] + [64] * (SMALL.epochs * 2)
 
 
 def test_a_loss_must_be_one_per_bag():
@@ -83,7 +83,7 @@ def test_a_loss_must_be_one_per_bag():
     result = cell(ModelSpec("scalar_loss", factory=ScalarLoss))
     assert result.verdict == "error"
     assert result.message == ("contract broken before training: loss: the loss hook must "
-                              "return one loss per bag, shape (5,), got ()")
+                              "return one loss per bag, shape (6,), got ()")
 
 
 def test_unknown_device_is_a_clear_error():

@@ -28,7 +28,7 @@ def test_every_spec_is_complete():
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_honours_the_contract(name):
     """The one contract check the harness runs before training (mil_assert/contract.py):
-    shape, finiteness on bags of 1-8 instances, padding, bag independence in eval and
+    shape, finiteness on bags of 1-16 instances, padding, bag independence in eval and
     training mode, determinism and the loss hook; instance order only where by design."""
     outcome = check_contract(build_model(MODELS[name], 0, DIM), DIM)
     assert outcome.ok, outcome.message
