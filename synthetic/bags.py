@@ -5,6 +5,26 @@ A data set of bags is stored padded: ``X [bags, max_n, D]``, a boolean ``mask
 ``instance_labels [bags, max_n]``. Instance labels: ``0`` background, ``-1`` poison,
 ``1`` concept instance (for two-concept tests ``1`` is concept A and ``2`` concept B).
 Padded positions hold zeros and label ``0``; only ``mask`` tells them apart.
+
+What holds at any instance dimension D (``--mil-dim``). Every distribution is per
+dimension, so no parameter depends on D and the bag-level rules (which instances make a
+bag positive, where the poison is, how many copies a test negative holds) are the same
+at every D; only how far apart the instance kinds lie grows, as sqrt(D):
+
+- concept A N(2, 0.1), concept B N(3, 0.1) and the poison N(-10, 0.1) lie along the
+  all-ones direction, at 2 sqrt(D), 3 sqrt(D) and -10 sqrt(D) from the origin; background
+  N(0, 1) projects onto that direction as N(0, 1). Background reaches half-way to A with
+  probability 2e-3 at D = 8 and 3e-5 at D = 16, so every concept and the poison can be
+  told from background at every D >= 8; A and B lie sqrt(D) apart with spread 0.1.
+- ``single_concept``'s wide concept N(0, 3) differs from background in scale only: 2.7%
+  of its instances fall inside the background's 99th percentile of squared norm at
+  D = 8, 0.05% at D = 16, none from D = 32. Its narrow concept N(1, 1) overlaps background
+  along the all-ones direction with probability Phi(-sqrt(D) / 2): 7.9% at D = 8, 2.3% at
+  16, 0.2% at 32, 0 from 64. The concept is learnable at every D >= 8; from D = 32 it is
+  linearly separable in practice.
+- The shortcut each test plants (the poison, the count of concept copies, absence) is
+  exactly as available at every D; what changes is how easily a model finds the concept,
+  so verdicts at another D than the default 16 are measurements of their own.
 """
 
 from __future__ import annotations
