@@ -12,6 +12,10 @@ Per bag (Normal parameters per dimension, second value a standard deviation):
 negatives hold many more concept instances than the positives, so a counting model ranks
 them upside down. A count-free model does not notice. No poison.
 
+At any instance dimension D the bag rules and the copy counts are unchanged; A and B lie
+2 and 3 times sqrt(D) along the all-ones direction, where background is N(0, 1) (see
+``bags.py``).
+
 Source: Raff & Holt, NeurIPS 2023 (arXiv 2310.17867), Algorithm 3, with defaults as in
 torchmil's ``false_frequency_dataset.py``; torchmil's negatives always use concept A
 (``randint(0, 1)`` is always 0): here they use A or B with equal chance, as the paper says.

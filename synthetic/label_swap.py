@@ -13,6 +13,9 @@ positive evidence: a set-monotone model (adding an instance never lowers its sco
 cannot represent this rule and stays near chance. A model that learns it has shown it
 uses absence as positive evidence.
 
+At any instance dimension D the rule is unchanged; the concept is ``single_concept``'s
+(see there and ``bags.py`` for how it separates from background as D grows).
+
 Source: the asymmetry argument of Raff & Holt, NeurIPS 2023 (arXiv 2310.17867), section 1;
 the concept distribution is that of their Algorithm 1.
 """

@@ -10,6 +10,10 @@ parameters per dimension, second value a standard deviation):
 - poison N(-10, 0.1) (label -1): one in every negative training and validation bag, one in
   every positive test bag.
 
+At any instance dimension D the bag rules and the poison are unchanged; A, B and the
+poison lie 2, 3 and -10 times sqrt(D) along the all-ones direction, where background is
+N(0, 1), so each can be told from background at every D >= 8 (see ``bags.py``).
+
 Source: Raff & Holt, NeurIPS 2023 (arXiv 2310.17867), Algorithm 2, with defaults as in
 torchmil's ``mc_standard_dataset.py``; here the seed controls every draw and bags are
 shuffled.
