@@ -99,6 +99,9 @@ def bag_logits(out: Any, bags: int, *, one_bag: bool = False, output: str = "log
                positive_class: int | None = None, output_key: str | int | None = None,
                ) -> torch.Tensor:
     """The output rule (module docstring): one logit per bag, ``[bags]``."""
+    if (isinstance(out, torch.Tensor) and output == "logit" and not one_bag
+            and tuple(out.shape) == (bags,)):
+        return out  # already the contract's logits: nothing to read (the training hot path)
     scores = class_scores(select_scores(out, output_key), bags, one_bag)
     classes = scores.shape[1]
     if positive_class is not None and not 0 <= positive_class < max(classes, 2):
@@ -213,9 +216,8 @@ class BagLogits(nn.Module):
         if first.input != "batch":
             raise NotStackable("a one-bag model (input=" + repr(first.input) + ") is called "
                                "per bag, so its seeds train one by one")
-        stacked = cls(stack_models([m.model for m in members]), first.input, first.output,
-                      first.positive_class, first.output_key)
-        return stacked
+        return cls(stack_models([m.model for m in members]), first.input, first.output,
+                   first.positive_class, first.output_key)
 
 
 class BagLogitsWithLoss(BagLogits):

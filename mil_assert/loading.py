@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mil_assert.defaults import INSTANCE_DIM
 from mil_assert.registry import ModelSpec, builtin_models
 
 
@@ -117,8 +118,8 @@ class FactoryCall:
             return
         kwargs = dict(self.arguments)
         if isinstance(self.dim_arg, str):
-            kwargs[self.dim_arg] = 16
-        args = (16,) if self.dim_arg is True else ()
+            kwargs[self.dim_arg] = INSTANCE_DIM
+        args = (INSTANCE_DIM,) if self.dim_arg is True else ()
         try:
             signature.bind(*args, **kwargs)
         except TypeError as error:
@@ -192,7 +193,7 @@ def checked(spec: ModelSpec) -> ModelSpec:
     except (TypeError, ValueError):  # no introspectable signature: leave it to the call
         return spec
     try:
-        signature.bind(16)
+        signature.bind(INSTANCE_DIM)
     except TypeError:
         name = getattr(factory, "__qualname__", type(factory).__name__)
         raise ModelSpecError(
