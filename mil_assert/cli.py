@@ -29,7 +29,13 @@ from mil_assert.files import check_writable, write_json_atomic
 from mil_assert.harness import resolve_device
 from mil_assert.loading import ModelSpecError, resolve_models
 from mil_assert.render import TEXT_FORMATS, render
-from mil_assert.report import ReportError, contract_lines, load_report, merge_reports
+from mil_assert.report import (
+    ReportError,
+    contract_lines,
+    load_report,
+    merge_reports,
+    training_lines,
+)
 from mil_assert.synthetic import TESTS
 
 
@@ -139,10 +145,8 @@ def check_command(args: argparse.Namespace) -> int:
     outcome = run_cells(models, tests, run, jobs=args.jobs, progress=not args.quiet)
     report = report_of(outcome, [m.spec.name for m in models], run)
     if report.results:
-        print("\n".join([report.matrix, *contract_lines(report.results)]))
-    for model in sorted({r.model: r.training for r in report.results
-                         if r.training.startswith("seed by seed") and len(r.seeds) > 1}.items()):
-        print(f"{model[0]}: trained {model[1]}")
+        print("\n".join([report.matrix, *contract_lines(report.results),
+                         *training_lines(report.results)]))
     for line in report.failures:
         print(f"FAILED {line}")
     if args.report is not None and report.results:

@@ -275,7 +275,7 @@ class ComplianceSession:
                     f"mil-assert: no compliance test ran for --mil-model={suite.model_option}; "
                     f"outside the mil-assert repository run: {RUN_ANYWHERE}", yellow=True)
             return
-        from mil_assert.report import contract_lines, format_matrix
+        from mil_assert.report import contract_lines, format_matrix, training_lines
 
         terminalreporter.section(f"MIL compliance matrix (verdict, test AUC mean ± std "
                                  f"over {len(suite.seeds)} seeds)")
@@ -284,10 +284,8 @@ class ComplianceSession:
         for line in contract_lines(suite.results):
             terminalreporter.write_line(line)
         terminalreporter.write_line(settings(suite))
-        seed_by_seed = {r.model: r.training for r in suite.results
-                        if r.training.startswith("seed by seed") and len(r.seeds) > 1}
-        for model, training in sorted(seed_by_seed.items()):
-            terminalreporter.write_line(f"{model}: trained {training}")
+        for line in training_lines(suite.results):
+            terminalreporter.write_line(line)
         if suite.report_path is not None:
             terminalreporter.write_line(f"report written to {suite.report_path}")
 

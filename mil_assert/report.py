@@ -75,6 +75,13 @@ def contract_lines(results: Sequence[CellResult]) -> list[str]:
     return lines
 
 
+def training_lines(results: Sequence[CellResult]) -> list[str]:
+    """One line per model whose seeds trained one by one, with the reason."""
+    seed_by_seed = {r.model: r.training for r in results
+                    if r.training.startswith("seed by seed") and len(r.seeds) > 1}
+    return [f"{model}: trained {how}" for model, how in sorted(seed_by_seed.items())]
+
+
 def git_commit() -> str | None:
     """The commit of the mil-assert checkout in use, or ``None`` outside a git checkout."""
     root = Path(mil_assert.__file__).resolve().parent.parent
