@@ -2,11 +2,14 @@
 
     mil-assert check MODEL [MODEL ...] [--tests T,...] [--seeds S] [--device D] [--dim D]
                      [--report PATH.json] [--jobs N] [--quiet]
+    mil-assert dims [MODEL ...] [--dims 8,16,32,64,256,1024] [--seeds S] [--confirm-seeds S]
+                    [--tests T,...] [--device D] [--report PATH.json] [--jobs N] [--quiet]
     mil-assert render REPORT.json --format md|tex|csv|png|method|bib|all [--validation] [-o OUT]
     mil-assert merge A.json B.json [...] -o MERGED.json
     mil-assert benchmark [--model abmil] [--test single_concept] [--seeds 8] [--repeats 3]
 
-``check`` trains and judges, as pytest does; ``render`` and ``merge`` never retrain, and
+``check`` trains and judges, as pytest does; ``dims`` does so at several instance
+dimensions (:mod:`mil_assert.dimensions`); ``render`` and ``merge`` never retrain, and
 ``benchmark`` only times training. Exit status: 0 success (for ``check``: every cell
 passes, is inconclusive, or matches its declaration), 1 ``check``'s gate failed, 2 bad
 input (one-line message), 130 ``check`` interrupted (the finished cells' report is
@@ -23,7 +26,17 @@ from pathlib import Path
 
 import mil_assert
 from mil_assert.benchmark import benchmark, describe_device, format_table, torchmil_available
-from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget
+from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget, seed_list
+from mil_assert.dimensions import (
+    CONFIRM_SEEDS,
+    DIMS,
+    check_dims,
+    format_sweep,
+    load_dimensions,
+    sweep,
+    sweep_passed,
+)
+from mil_assert.dimensions import SCHEMA as DIMS_SCHEMA
 from mil_assert.figure import plot_report
 from mil_assert.files import check_writable, write_json_atomic
 from mil_assert.harness import resolve_device
@@ -34,6 +47,7 @@ from mil_assert.report import (
     contract_lines,
     load_report,
     merge_reports,
+    read_json,
     training_lines,
 )
 from mil_assert.synthetic import TESTS
@@ -66,6 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--jobs", type=positive, default=1, metavar="N",
                        help="cells in N worker processes; results equal --jobs 1 (default 1)")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    dims = commands.add_parser(
+        "dims", help="the verdicts at several instance dimensions, with more seeds for "
+                     "positive controls and fragile cells; exit 0 when every positive "
+                     "control holds and no cell is an error")
+    dims.add_argument("models", nargs="*", metavar="MODEL",
+                      help="as for check (default: every built-in model)")
+    dims.add_argument("--dims", default=",".join(map(str, DIMS)), metavar="D,...",
+                      help=f"instance dimensions (default {','.join(map(str, DIMS))})")
+    dims.add_argument("--tests", default=None, metavar="T,...",
+                      help="comma-separated tests (default all)")
+    dims.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="S",
+                      help=f"seeds of the screening run of every cell (default {DEFAULT_SEEDS})")
+    dims.add_argument("--confirm-seeds", type=int, default=CONFIRM_SEEDS, metavar="S",
+                      help=f"seeds of positive controls and fragile cells (default "
+                           f"{CONFIRM_SEEDS})")
+    dims.add_argument("--device", default="auto", help="as for check")
+    dims.add_argument("--report", default=None, metavar="PATH.json",
+                      help="write the result (after every dimension)")
+    dims.add_argument("--jobs", type=positive, default=1, metavar="N",
+                      help="cells in N worker processes (default 1)")
+    dims.add_argument("--quiet", action="store_true", help="no progress bar")
 
     show = commands.add_parser(
         "render", help="a report's matrix as Markdown, LaTeX (booktabs) or CSV, its figure "
@@ -161,7 +197,42 @@ def check_command(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def dims_command(args: argparse.Namespace) -> int:
+    from mil_assert.api import prepare
+    from mil_assert.registry import builtin_models
+
+    dims = check_dims(args.dims.split(","))
+    models, tests, run = prepare(args.models or list(builtin_models()), args.tests,
+                                 args.seeds, args.device)
+    seed_list(args.confirm_seeds)
+    if args.report is not None:
+        check_writable(args.report)
+    print(f"mil-assert dims: {', '.join(m.spec.name for m in models)} on {', '.join(tests)}; "
+          f"D = {', '.join(map(str, dims))}; {len(run.seeds)} seeds, {args.confirm_seeds} "
+          f"for positive controls and fragile cells; device {run.device}; {args.jobs} job(s)",
+          flush=True)
+    data = sweep(models, tests, run, dims=dims, confirm_seeds=args.confirm_seeds,
+                 jobs=args.jobs, progress=not args.quiet, report=args.report)
+    print(format_sweep(data), end="")
+    if args.report is not None:
+        print(f"result written to {args.report}")
+    if data["interrupted"]:
+        print("mil-assert: interrupted", file=sys.stderr)
+        return 130
+    return 0 if sweep_passed(data) else 1
+
+
 def render_command(args: argparse.Namespace) -> None:
+    data = read_json(args.report)
+    if isinstance(data, dict) and data.get("schema") == DIMS_SCHEMA:
+        if args.format != "md":
+            raise ReportError(f"{args.report} is a dimension sweep; render it with --format md")
+        text = format_sweep(load_dimensions(args.report, data))
+        if args.output:
+            Path(args.output).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        return
     report = load_report(args.report)
     source = Path(args.report)
     if args.format == "all":
@@ -190,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return check_command(args)
+        if args.command == "dims":
+            return dims_command(args)
         if args.command == "render":
             render_command(args)
         elif args.command == "benchmark":

@@ -149,18 +149,24 @@ RESULT_KEYS = ("model", "test", "verdict", "val_auc", "test_auc", "message")
 COMPARABLE_KEYS = ("budget", "instance_dim", "seeds", "tests", "verdict_rule")
 
 
-def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a JSON report; every problem is a :class:`ReportError` naming it."""
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """A JSON file's content; an unreadable or invalid file is a :class:`ReportError`."""
     source = Path(path)
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as error:
         raise ReportError(f"cannot read report {source}: {error.strerror or error}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise ReportError(f"{source} is not valid JSON: {error.msg} at line {error.lineno}, "
                           f"column {error.colno}") from None
+
+
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a JSON report; every problem is a :class:`ReportError` naming it."""
+    source = Path(path)
+    data = read_json(source)
     if not isinstance(data, dict):
         raise ReportError(f"{source} holds a JSON {type(data).__name__}, not a report object")
     if data.get("schema") != SCHEMA:

@@ -76,7 +76,14 @@ def run_cells(models: Sequence[Model], tests: Sequence[str], run: Run, jobs: int
         progress: show a progress bar over the cells (tqdm, on standard error) with its
             ETA; in this process it advances after every training epoch.
     """
-    cells = [(model, test) for model in models for test in tests]
+    return run_cell_list([(model, test) for model in models for test in tests], run, jobs,
+                         progress)
+
+
+def run_cell_list(cells: Sequence[tuple[Model, str]], run: Run, jobs: int = 1,
+                  progress: bool = True) -> CellsOutcome:
+    """Train and judge the given ``(model, test)`` cells; see :func:`run_cells`."""
+    cells = list(cells)
     bar = tqdm(total=len(cells), unit="cell", disable=not progress, dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.1f}/{total} cells [{elapsed}<{remaining}]{postfix}")
     results: list[CellResult] = []

@@ -75,7 +75,35 @@ def judge(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float])
     n = len(test_aucs)
     if n < MIN_SEEDS:
         raise ValueError(f"a verdict needs at least {MIN_SEEDS} seeds, got {n}")
-    votes = Counter(seed_outcome(kind, v, t) for v, t in zip(val_aucs, test_aucs, strict=True))
+    return _judge_votes(kind, Counter(seed_outcome(kind, v, t)
+                                      for v, t in zip(val_aucs, test_aucs, strict=True)), n)
+
+
+OUTCOMES = {"shift": (INVERTED, LOST, KEPT, UNLEARNED),
+            "unlearnable": (LEARNED_ABSENCE, NOT_LEARNED)}
+PASSING = (KEPT, NOT_LEARNED)
+"""Outcomes of a seed that shows a model passing: it learned and kept the rule, or it could
+not learn a rule no MIL model can represent."""
+
+
+def fragile(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float]) -> bool:
+    """Whether the cell's verdict changes when any one seed shows another outcome.
+
+    Such a cell sits on a threshold of the rule; a sweep confirms it with more seeds.
+    """
+    outcomes = [seed_outcome(kind, v, t) for v, t in zip(val_aucs, test_aucs, strict=True)]
+    n = len(outcomes)
+    verdict = _judge_votes(kind, Counter(outcomes), n)[0]
+    for i, own in enumerate(outcomes):
+        for other in OUTCOMES[kind]:
+            if other != own:
+                changed = Counter(outcomes[:i] + [other] + outcomes[i + 1:])
+                if _judge_votes(kind, changed, n)[0] != verdict:
+                    return True
+    return False
+
+
+def _judge_votes(kind: TestKind, votes: Counter[str], n: int) -> tuple[str, str]:
     tally = ", ".join(f"{votes[o]} {o}" for o in
                       (INVERTED, LOST, KEPT, UNLEARNED, LEARNED_ABSENCE, NOT_LEARNED) if votes[o])
     seeds = f"of {n} seeds: {tally}"
