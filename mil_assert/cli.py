@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     dims = commands.add_parser(
         "dims", help="the verdicts at several instance dimensions, with more seeds for "
-                     "positive controls and fragile cells; exit 0 when every positive "
-                     "control holds and no cell is an error")
+                     "positive controls and for cells that are fragile or near a threshold; "
+                     "exit 0 when every positive control holds and no cell is an error")
     dims.add_argument("models", nargs="*", metavar="MODEL",
                       help="as for check (default: every built-in model)")
     dims.add_argument("--dims", default=",".join(map(str, DIMS)), metavar="D,...",
@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     dims.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="S",
                       help=f"seeds of the screening run of every cell (default {DEFAULT_SEEDS})")
     dims.add_argument("--confirm-seeds", type=int, default=CONFIRM_SEEDS, metavar="S",
-                      help=f"seeds of positive controls and fragile cells (default "
+                      help=f"seeds of positive controls and of cells fragile or near a "
+                           f"threshold (default "
                            f"{CONFIRM_SEEDS})")
     dims.add_argument("--device", default="auto", help="as for check")
     dims.add_argument("--report", default=None, metavar="PATH.json",
@@ -209,8 +210,8 @@ def dims_command(args: argparse.Namespace) -> int:
         check_writable(args.report)
     print(f"mil-assert dims: {', '.join(m.spec.name for m in models)} on {', '.join(tests)}; "
           f"D = {', '.join(map(str, dims))}; {len(run.seeds)} seeds, {args.confirm_seeds} "
-          f"for positive controls and fragile cells; device {run.device}; {args.jobs} job(s)",
-          flush=True)
+          f"for positive controls and cells fragile or near a threshold; device "
+          f"{run.device}; {args.jobs} job(s)", flush=True)
     data = sweep(models, tests, run, dims=dims, confirm_seeds=args.confirm_seeds,
                  jobs=args.jobs, progress=not args.quiet, report=args.report)
     print(format_sweep(data), end="")

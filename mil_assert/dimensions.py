@@ -10,7 +10,9 @@ again with ``confirm_seeds`` seeds (default 12), and that run is the cell's verd
   (``ModelSpec.respects``). Its criterion: at least ``CONTROL_FRACTION`` of the seeds
   pass (``mil_assert.verdict.PASSING``), which shows the test can be passed at that D;
 - a *fragile* cell: its verdict changes when any one seed shows another outcome
-  (:func:`mil_assert.verdict.fragile`).
+  (:func:`mil_assert.verdict.fragile`);
+- a cell *near a threshold*: the AUC or drop that decides some seed's outcome lies within
+  ``NEAR`` = 0.05 of its threshold (:func:`mil_assert.verdict.near_threshold`).
 
 The result holds one ``mil-assert/report/v1`` report per D, the screening of each
 confirmed cell, the positive-control criterion per cell, and the calibration figures of the
@@ -49,12 +51,13 @@ def is_control(spec: ModelSpec, test: str) -> bool:
     return TESTS[test].assumption in spec.respects
 
 
-def passing_seeds(result: CellResult) -> int:
-    """Seeds of a cell whose outcome shows the model passing (kept, or not learned)."""
+def passing_seeds(result: CellResult, outcomes: Sequence[str] = verdict.PASSING) -> int:
+    """Seeds of a cell whose outcome shows the model passing (kept, or not learned), or
+    whose outcome is one of ``outcomes``."""
     if result.val_auc is None or result.test_auc is None:
         return 0
     kind = TESTS[result.test].kind
-    return sum(verdict.seed_outcome(kind, v, t) in verdict.PASSING
+    return sum(verdict.seed_outcome(kind, v, t) in outcomes
                for v, t in zip(result.val_auc.per_seed, result.test_auc.per_seed, strict=True))
 
 
@@ -62,9 +65,13 @@ def needs_confirmation(spec: ModelSpec, result: CellResult) -> str | None:
     """Why a screened cell is run again with more seeds, or ``None``."""
     if is_control(spec, result.test):
         return "positive control"
-    if result.val_auc is not None and result.test_auc is not None and verdict.fragile(
-            TESTS[result.test].kind, result.val_auc.per_seed, result.test_auc.per_seed):
+    if result.val_auc is None or result.test_auc is None:
+        return None
+    kind, val, test = TESTS[result.test].kind, result.val_auc.per_seed, result.test_auc.per_seed
+    if verdict.fragile(kind, val, test):
         return "fragile"
+    if any(verdict.near_threshold(kind, v, t) for v, t in zip(val, test, strict=True)):
+        return "near a threshold"
     return None
 
 
@@ -100,8 +107,10 @@ def sweep(
                    if (why := needs_confirmation(by_name[r.model].spec, r)) is not None}
         confirmed = None
         if reasons and not screened.interrupted:
+            kinds = ", ".join(f"{sum(w == kind for w in reasons.values())} {kind}" for kind in
+                              ("positive control", "fragile", "near a threshold"))
             announce(f"D = {dim}: confirming {len(reasons)} cells with {len(confirm.seeds)} "
-                     f"seeds ({sum(w == 'fragile' for w in reasons.values())} fragile)")
+                     f"seeds ({kinds})")
             confirmed = run_cell_list([(by_name[m], t) for m, t in reasons],
                                       Run(confirm.seeds, run.budget, dim, run.device), jobs,
                                       progress)
@@ -238,14 +247,17 @@ def format_sweep(data: Mapping[str, Any]) -> str:
                 if c["verdict"] == "pass":
                     text += f" {passing_seeds(result)}/{n}"
                 elif c["verdict"] == "violation":
-                    text += f" {n - passing_seeds(result)}/{n}"
+                    text += f" {passing_seeds(result, verdict.SHORTCUT)}/{n}"
                 else:
                     text += f" ({n})"
             cells.setdefault((c["model"], c["test"]), {})[dim] = text
     table = [[model, test] + [row.get(d, "") for d in dims]
              for (model, test), row in cells.items()]
     lines = [tabulate(table, headers=["model", "test"] + [f"D = {d}" for d in dims],
-                      tablefmt="github"), ""]
+                      tablefmt="github"), "",
+             "cells: the verdict and how many of the cell's seeds show it (pass: kept the "
+             "ranking or could not learn the forbidden rule; violation: inverted, lost or "
+             "learned it); inconclusive: (seeds)"]
     failing = [r for r in data["controls"] if not r["holds"]]
     total = len(data["controls"])
     lines.append(f"positive controls: {total - len(failing)} of {total} cells pass on at "

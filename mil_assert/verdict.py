@@ -84,6 +84,28 @@ OUTCOMES = {"shift": (INVERTED, LOST, KEPT, UNLEARNED),
 PASSING = (KEPT, NOT_LEARNED)
 """Outcomes of a seed that shows a model passing: it learned and kept the rule, or it could
 not learn a rule no MIL model can represent."""
+SHORTCUT = (INVERTED, LOST, LEARNED_ABSENCE)
+"""Outcomes of a seed that shows a violation: a shortcut, or a rule no MIL model can
+represent."""
+
+
+NEAR = 0.05
+"""A seed is near a threshold when the AUC (or drop) that decides its outcome lies within
+this of the threshold: about two standard deviations of a held-out AUC at chance."""
+
+
+def near_threshold(kind: TestKind, val_auc: float, test_auc: float) -> bool:
+    """Whether the value that decides this seed's outcome lies within ``NEAR`` of its
+    threshold (test AUC 0.4, validation AUC 0.75, drop 0.2; ``label_swap``: 0.6)."""
+    if kind == "unlearnable":
+        return abs(test_auc - (CHANCE + MARGIN)) < NEAR
+    if abs(test_auc - (CHANCE - MARGIN)) < NEAR:
+        return True
+    if test_auc < CHANCE - MARGIN:
+        return False
+    if abs(val_auc - LEARNED_AUC) < NEAR:
+        return True
+    return val_auc >= LEARNED_AUC and abs(val_auc - test_auc - MAX_DROP) < NEAR
 
 
 def fragile(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float]) -> bool:

@@ -143,9 +143,9 @@ def assemble_bags(
     labels = torch.tensor([comp.label for comp, _ in parts])
     means = torch.tensor([comp.mean for comp, _ in parts])
     stds = torch.tensor([comp.std for comp, _ in parts])
-    noise = torch.randn(n_bags, max_n, dim, generator=generator)
-    X = means[part_of_slot][..., None] + stds[part_of_slot][..., None] * noise
-    X = X.masked_fill(~mask[..., None], 0.0)
+    X = torch.randn(n_bags, max_n, dim, generator=generator)  # in place: at D = 1024 one
+    X.mul_(stds[part_of_slot][..., None]).add_(means[part_of_slot][..., None])  # copy is
+    X.masked_fill_(~mask[..., None], 0.0)  # 108 MiB (false_frequency's test set)
     instance_labels = labels[part_of_slot].masked_fill(~mask, 0)
 
     order = torch.randperm(n_bags, generator=generator)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mil_assert.verdict import judge, seed_outcome
+from mil_assert.verdict import fragile, judge, near_threshold, seed_outcome
 
 
 @pytest.mark.parametrize(
@@ -73,3 +73,36 @@ def test_a_verdict_needs_two_seeds_and_paired_aucs():
         judge("shift", [0.9], [0.9])
     with pytest.raises(ValueError, match="per seed"):
         judge("shift", [0.9, 0.8], [0.9])
+
+
+@pytest.mark.parametrize(
+    ("kind", "val", "test", "expected"),
+    [
+        ("shift", [0.9] * 5, [0.9] * 5, False),  # 5 kept: one other seed leaves a pass
+        ("shift", [0.9, 0.9, 0.9, 0.6, 0.6], [0.9, 0.9, 0.9, 0.5, 0.5], True),  # 3 of 5 kept
+        ("shift", [1.0] * 5, [0.1, 0.1, 0.9, 0.9, 0.9], True),  # exactly 2 inverted
+        ("shift", [1.0] * 5, [0.1, 0.1, 0.1, 0.9, 0.9], False),  # 3 inverted
+        ("shift", [0.6] * 5, [0.5] * 5, False),  # 5 unlearned
+        ("unlearnable", [0.5] * 5, [0.9, 0.5, 0.5, 0.5, 0.5], True),  # one more learned: violation
+        ("unlearnable", [0.5] * 5, [0.5] * 5, False),
+    ],
+)
+def test_a_cell_is_fragile_when_one_seed_could_change_its_verdict(kind, val, test, expected):
+    assert fragile(kind, val, test) is expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "val", "test", "expected"),
+    [
+        ("shift", 1.0, 0.42, True),  # test AUC near 0.4
+        ("shift", 1.0, 0.0, False),  # clearly inverted
+        ("shift", 0.77, 0.7, True),  # validation AUC near 0.75
+        ("shift", 1.0, 0.77, True),  # drop 0.23, near 0.2
+        ("shift", 1.0, 0.9, False),  # drop 0.1, kept
+        ("shift", 0.5, 0.5, False),  # clearly unlearned
+        ("unlearnable", 0.5, 0.63, True),
+        ("unlearnable", 0.5, 0.5, False),
+    ],
+)
+def test_a_seed_is_near_a_threshold_within_two_chance_deviations(kind, val, test, expected):
+    assert near_threshold(kind, val, test) is expected
