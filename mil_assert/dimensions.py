@@ -260,18 +260,25 @@ def format_sweep(data: Mapping[str, Any]) -> str:
              "learned it); inconclusive: (seeds)"]
     failing = [r for r in data["controls"] if not r["holds"]]
     total = len(data["controls"])
-    lines.append(f"positive controls: {total - len(failing)} of {total} cells pass on at "
-                 f"least {data['control_fraction']:.0%} of their seeds" + (
-                     "; below: " + ", ".join(f"{r['model']} on {r['test']} at D = {r['dim']} "
-                                             f"({r['passing_seeds']}/{r['seeds']})"
-                                             for r in failing) if failing else ""))
+    if total:
+        lines.append(f"positive controls: {total - len(failing)} of {total} cells pass on at "
+                     f"least {data['control_fraction']:.0%} of their seeds" + (
+                         "; below: " + ", ".join(f"{r['model']} on {r['test']} at D = "
+                                                 f"{r['dim']} ({r['passing_seeds']}/"
+                                                 f"{r['seeds']})" for r in failing)
+                         if failing else ""))
     cal = data["calibration"]
-    lines.append(f"calibration: lowest test AUC of a MIL-respecting seed "
-                 f"{cal['respecting_min_test_auc']}; their validation AUCs are at most "
-                 f"{cal['respecting_val_auc_below']} or at least "
-                 f"{cal['respecting_val_auc_above']}; largest drop of a learned "
-                 f"MIL-respecting seed {cal['respecting_max_drop']}, smallest drop of an "
-                 f"inverted seed {cal['inverted_min_drop']}")
+    figures = [(f"lowest test AUC of a MIL-respecting seed {cal['respecting_min_test_auc']}; "
+                f"their validation AUCs are at most {cal['respecting_val_auc_below']} or at "
+                f"least {cal['respecting_val_auc_above']}",
+                cal["respecting_min_test_auc"]),
+               (f"largest drop of a learned MIL-respecting seed {cal['respecting_max_drop']}",
+                cal["respecting_max_drop"]),
+               (f"smallest drop of an inverted seed {cal['inverted_min_drop']}",
+                cal["inverted_min_drop"])]
+    shown = [text for text, value in figures if value is not None]
+    if shown:
+        lines.append("calibration: " + "; ".join(shown))
     changes = cal["verdict_changes"]
     lines.append(f"confirmed with {len(data['confirm_seeds'])} seeds: "
                  f"{len(screens_of(data))} cells; verdict changed from the screening in "

@@ -128,3 +128,9 @@ def test_declared_verdicts_hold_at_every_dimension_of_the_committed_sweep():
               if c["verdict"] != (specs[c["model"]].expected[c["test"]].verdict
                                   if c["test"] in specs[c["model"]].expected else "pass")]
     assert not differ
+
+
+def test_a_sweep_of_models_without_controls_prints_no_control_line():
+    data = small_sweep([toy_models.tiny_max], dims=(4,))
+    assert data["controls"] == [] and sweep_passed(data)
+    assert "positive controls" not in format_sweep(data)
