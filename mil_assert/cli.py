@@ -66,20 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "as pytest); exit 0 when the gate passes, 1 when it fails")
     check.add_argument("models", nargs="+", metavar="MODEL",
                        help="a built-in name, pkg.module:factory or path/to/file.py:factory")
-    check.add_argument("--tests", default=None, metavar="T,...",
-                       help=f"comma-separated tests (default all: {', '.join(TESTS)})")
-    check.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="S",
-                       help=f"seeds per cell, seeds 0..S-1, at least 2 (default {DEFAULT_SEEDS})")
-    check.add_argument("--device", default="auto",
-                       help="auto (default: cuda when available), cpu, cuda or cuda:N; with "
-                            "--jobs, cuda puts each worker on its own GPU, round robin")
+    add_run_options(check, f"seeds per cell, seeds 0..S-1, at least 2 (default {DEFAULT_SEEDS})",
+                    "write the JSON report (also of the finished cells if interrupted)")
     check.add_argument("--dim", type=int, default=INSTANCE_DIM, metavar="D",
                        help=f"instance dimension of the synthetic bags (default {INSTANCE_DIM})")
-    check.add_argument("--report", default=None, metavar="PATH.json",
-                       help="write the JSON report (also of the finished cells if interrupted)")
-    check.add_argument("--jobs", type=positive, default=1, metavar="N",
-                       help="cells in N worker processes; results equal --jobs 1 (default 1)")
-    check.add_argument("--quiet", action="store_true", help="no progress bar")
 
     dims = commands.add_parser(
         "dims", help="the verdicts at several instance dimensions, with more seeds for "
@@ -89,20 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="as for check (default: every built-in model)")
     dims.add_argument("--dims", default=",".join(map(str, DIMS)), metavar="D,...",
                       help=f"instance dimensions (default {','.join(map(str, DIMS))})")
-    dims.add_argument("--tests", default=None, metavar="T,...",
-                      help="comma-separated tests (default all)")
-    dims.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="S",
-                      help=f"seeds of the screening run of every cell (default {DEFAULT_SEEDS})")
+    add_run_options(dims, f"seeds of the screening run of every cell (default {DEFAULT_SEEDS})",
+                    "write the result (after every dimension)")
     dims.add_argument("--confirm-seeds", type=int, default=CONFIRM_SEEDS, metavar="S",
                       help=f"seeds of positive controls and of cells fragile or near a "
-                           f"threshold (default "
-                           f"{CONFIRM_SEEDS})")
-    dims.add_argument("--device", default="auto", help="as for check")
-    dims.add_argument("--report", default=None, metavar="PATH.json",
-                      help="write the result (after every dimension)")
-    dims.add_argument("--jobs", type=positive, default=1, metavar="N",
-                      help="cells in N worker processes (default 1)")
-    dims.add_argument("--quiet", action="store_true", help="no progress bar")
+                           f"threshold (default {CONFIRM_SEEDS})")
 
     show = commands.add_parser(
         "render", help="a report's matrix as Markdown, LaTeX (booktabs) or CSV, its figure "
@@ -136,6 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--slow-epochs", type=positive, default=3,
                        help="epochs the slow loops (c, d) really train (default 3)")
     return parser
+
+
+def add_run_options(command: argparse.ArgumentParser, seeds_help: str,
+                    report_help: str) -> None:
+    """The options ``check`` and ``dims`` share: tests, seeds, device, report, jobs, quiet."""
+    command.add_argument("--tests", default=None, metavar="T,...",
+                         help=f"comma-separated tests (default all: {', '.join(TESTS)})")
+    command.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="S",
+                         help=seeds_help)
+    command.add_argument("--device", default="auto",
+                         help="auto (default: cuda when available), cpu, cuda or cuda:N; with "
+                              "--jobs, cuda puts each worker on its own GPU, round robin")
+    command.add_argument("--report", default=None, metavar="PATH.json", help=report_help)
+    command.add_argument("--jobs", type=positive, default=1, metavar="N",
+                         help="cells in N worker processes; results equal --jobs 1 (default 1)")
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def positive(text: str) -> int:

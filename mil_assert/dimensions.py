@@ -3,8 +3,8 @@
     mil-assert dims [MODEL ...] --dims 8,16,32,64,256,1024 --jobs 2 --report reports/dimensions.json
 
 At each instance dimension D every (model, test) cell is first screened with ``seeds``
-seeds (default 5), as ``mil-assert check --dim D`` would. Two kinds of cell are then run
-again with ``confirm_seeds`` seeds (default 12), and that run is the cell's verdict:
+seeds (default 5), as ``mil-assert check --dim D`` would. Three kinds of cell are then
+run again with ``confirm_seeds`` seeds (default 12), and that run is the cell's verdict:
 
 - a *positive control*: a model on a test of an assumption it is built to respect
   (``ModelSpec.respects``). Its criterion: at least ``CONTROL_FRACTION`` of the seeds
@@ -42,9 +42,6 @@ CONFIRM_SEEDS = 12
 CONTROL_FRACTION = 0.9
 """Share of seeds a positive control must pass at every D (issue 11 of this project)."""
 
-DIMS_COMMAND = ("mil-assert dims --dims 8,16,32,64,256,1024 --seeds 5 --confirm-seeds 12 "
-                "--jobs 2 --report reports/dimensions.json")
-
 
 def is_control(spec: ModelSpec, test: str) -> bool:
     """A model on a test of an assumption it is built to respect."""
@@ -52,8 +49,8 @@ def is_control(spec: ModelSpec, test: str) -> bool:
 
 
 def passing_seeds(result: CellResult, outcomes: Sequence[str] = verdict.PASSING) -> int:
-    """Seeds of a cell whose outcome shows the model passing (kept, or not learned), or
-    whose outcome is one of ``outcomes``."""
+    """Seeds of a cell whose outcome is one of ``outcomes`` (default: the outcomes that
+    show the model passing: kept, or could not learn)."""
     if result.val_auc is None or result.test_auc is None:
         return 0
     kind = TESTS[result.test].kind
@@ -87,32 +84,31 @@ def sweep(
     result is written after every D, so an interrupted sweep keeps the dimensions it
     finished; ``"interrupted": true`` marks it.
     """
-    confirm = Run(seeds=tuple(seed_list(confirm_seeds)), budget=run.budget, dim=run.dim,
-                  device=run.device)
+    more_seeds = tuple(seed_list(confirm_seeds))
     names = [m.spec.name for m in models]
+    by_name = {m.spec.name: m for m in models}
+    specs = {name: m.spec for name, m in by_name.items()}
     data: dict[str, Any] = {
         "schema": SCHEMA, "dims": [int(d) for d in dims], "seeds": list(run.seeds),
-        "confirm_seeds": list(confirm.seeds), "control_fraction": CONTROL_FRACTION,
+        "confirm_seeds": list(more_seeds), "control_fraction": CONTROL_FRACTION,
         "environment": environment(run.device), "reports": {}, "interrupted": False,
     }
     finished: list[tuple[int, CellResult]] = []
     for dim in dims:
-        screen_run = Run(run.seeds, run.budget, dim, run.device)
         announce(f"D = {dim}: screening {len(models) * len(tests)} cells with "
                  f"{len(run.seeds)} seeds")
-        screened = run_cell_list([(m, t) for m in models for t in tests], screen_run, jobs,
-                                 progress)
-        by_name = {m.spec.name: m for m in models}
+        screened = run_cell_list([(m, t) for m in models for t in tests],
+                                 Run(run.seeds, run.budget, dim, run.device), jobs, progress)
         reasons = {(r.model, r.test): why for r in screened.results
-                   if (why := needs_confirmation(by_name[r.model].spec, r)) is not None}
+                   if (why := needs_confirmation(specs[r.model], r)) is not None}
         confirmed = None
         if reasons and not screened.interrupted:
             kinds = ", ".join(f"{sum(w == kind for w in reasons.values())} {kind}" for kind in
                               ("positive control", "fragile", "near a threshold"))
-            announce(f"D = {dim}: confirming {len(reasons)} cells with {len(confirm.seeds)} "
+            announce(f"D = {dim}: confirming {len(reasons)} cells with {len(more_seeds)} "
                      f"seeds ({kinds})")
             confirmed = run_cell_list([(by_name[m], t) for m, t in reasons],
-                                      Run(confirm.seeds, run.budget, dim, run.device), jobs,
+                                      Run(more_seeds, run.budget, dim, run.device), jobs,
                                       progress)
         final = {(r.model, r.test): r for r in screened.results}
         screens = {}
@@ -132,9 +128,8 @@ def sweep(
         finished += [(dim, r) for r in final.values()]
         interrupted = screened.interrupted or (confirmed is not None and confirmed.interrupted)
         data["interrupted"] = interrupted
-        data["controls"] = control_rows(finished, {m.spec.name: m.spec for m in models})
-        data["calibration"] = calibration(finished, {m.spec.name: m.spec for m in models},
-                                          screens_of(data))
+        data["controls"] = control_rows(finished, specs)
+        data["calibration"] = calibration(finished, specs, screens_of(data))
         if report is not None:
             write_json_atomic(data, report)
         if interrupted:
