@@ -159,20 +159,29 @@ def check_contract(model: nn.Module, dim: int, seed: int = 0) -> ContractOutcome
             permuted = [bag[torch.randperm(len(bag), generator=generator)] for bag in bags]
             order_change = _gap(base, _logits(model, *_batch(permuted, width, 0.0),
                                               "permuted bags"))
-        _check_training_mode(model, bags, others, width)
+        _check_training_mode(model, bags, others, width, generator)
     except ContractBroken as broken:
         return ContractOutcome(broken.prop, str(broken), order_change)
     return ContractOutcome(None, "ok", order_change)
 
 
 def _check_training_mode(model: nn.Module, bags: list[torch.Tensor],
-                         others: list[torch.Tensor], width: int) -> None:
-    """Bag independence in training mode, and the loss hook: the same random draws for
-    both calls (same seed, same shapes), so only the other bags or the padding differ."""
+                         others: list[torch.Tensor], width: int,
+                         generator: torch.Generator) -> None:
+    """Bag independence in training mode, and the loss hook.
+
+    Two training-mode batches share their first bags; their other bags are replaced by
+    new bags *of the same sizes*. Both calls start from the same global random state, so
+    a model that draws random numbers (dropout, random instance masking) draws the same
+    ones in both, batched or one bag at a time (same shapes, same order): only the other
+    bags' values differ, and a bag's logit changes only if it reads them.
+    """
     model.train()
     half = len(bags) // 2
+    replaced = [torch.randn(len(bag), bag.shape[1], generator=generator) * 2
+                for bag in others[half:]]
     first = bags[:half] + others[half:]
-    second = bags[:half] + list(reversed(others))[half:]
+    second = bags[:half] + replaced
 
     def seeded(fn, *args):
         with seeded_global_rngs(0, "contract/train"):
@@ -182,7 +191,8 @@ def _check_training_mode(model: nn.Module, bags: list[torch.Tensor],
         a = seeded(_logits, model, *_batch(first, width, 0.0), "a training-mode batch")
         b = seeded(_logits, model, *_batch(second, width, 0.0), "a training-mode batch")
     _compare("bag independence", a[:half], b[:half],
-             "in training mode, replacing the other bags of the batch")
+             "in training mode, replacing the other bags of the batch by bags of the same "
+             "sizes")
     loss = getattr(model, "loss", None)
     if not callable(loss):
         return

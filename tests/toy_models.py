@@ -150,3 +150,63 @@ class NaNForOneInstance(InstanceMax):
 leaks_padding = ModelSpec(name="leaks_padding", factory=LeaksPadding, budget=TINY_BUDGET)
 mixes_bags = ModelSpec(name="mixes_bags", factory=BatchNormOverBags, budget=TINY_BUDGET)
 nan_for_one = ModelSpec(name="nan_for_one", factory=NaNForOneInstance, budget=TINY_BUDGET)
+
+
+class OneBagDropoutAttention(nn.Module):
+    """Ilse-style attention MIL in the authors' style, one bag ``x [1, N, D]`` per call,
+    with dropout on the instance embeddings: random, but each bag read alone."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(dim, 16), nn.ReLU(), nn.Dropout(0.25))
+        self.attention = nn.Linear(16, 1)
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H = self.embed(x[0])  # [N, 16]
+        A = torch.softmax(self.attention(H).squeeze(-1), dim=0)  # [N]
+        return self.head(A @ H)  # [1]
+
+
+class RemembersLastBag(OneBagDropoutAttention):
+    """One bag per call, but in training mode it adds the previous bag's mean embedding to
+    this one's: a bag's logit depends on the bag seen before it."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.register_buffer("last", torch.zeros(16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H = self.embed(x[0])
+        out = self.head(H.mean(0) + self.last)
+        if self.training:
+            self.last = H.mean(0).detach()
+        return out
+
+
+one_bag_dropout = ModelSpec(name="one_bag_dropout", factory=OneBagDropoutAttention,
+                            input="bag1", budget=TINY_BUDGET)
+remembers_last_bag = ModelSpec(name="remembers_last_bag", factory=RemembersLastBag,
+                               input="bag1", budget=TINY_BUDGET)
+
+
+class LeaksPaddingSlightly(InstanceMax):
+    """Max pooling plus a 1e-5 share of the mean over every row, padding included: the
+    leak moves the logits by about 1e-3, between the contract's tolerance and 0.5."""
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return super().forward(X, mask) + 1e-5 * self.score(X).squeeze(-1).mean(dim=1)
+
+
+class MixesBagsSlightly(InstanceMax):
+    """In training mode adds 1e-3 of the batch's mean logit to every bag's."""
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(X, mask)
+        return logits + 1e-3 * logits.mean() if self.training else logits
+
+
+leaks_padding_slightly = ModelSpec(name="leaks_padding_slightly", factory=LeaksPaddingSlightly,
+                                   budget=TINY_BUDGET)
+mixes_bags_slightly = ModelSpec(name="mixes_bags_slightly", factory=MixesBagsSlightly,
+                                budget=TINY_BUDGET)
