@@ -62,6 +62,11 @@ class ModelSpec:
             than two classes (default class 1 of two).
         output_key: the tuple index or dict key of the scores in ``forward``'s output
             (default: item 0, or ``"logits"``). See :mod:`mil_assert.adapters` for the rule.
+        in_default_run: whether a run that names no model (``pytest`` without
+            ``--model``/``--mil-model``) judges this model. ``False`` keeps a slow model
+            (one trained seed by seed with its own training procedure) out of the default
+            suite, so CI stays short; ``pytest --model=NAME`` and ``mil-assert check NAME``
+            still judge it, and the self-tests (tests/test_models.py) still check it.
     """
 
     name: str
@@ -75,6 +80,7 @@ class ModelSpec:
     output: str = "logit"
     positive_class: int | None = None
     output_key: str | int | None = None
+    in_default_run: bool = True
 
     def __post_init__(self) -> None:
         from mil_assert.adapters import INPUTS, OUTPUTS
@@ -88,6 +94,9 @@ class ModelSpec:
         if self.output not in OUTPUTS:
             raise ValueError(f"model {self.name!r}: output={self.output!r}; use 'logit' or "
                              f"'probability'")
+        if not isinstance(self.in_default_run, bool):
+            raise ValueError(f"model {self.name!r}: in_default_run must be True or False, "
+                             f"got {self.in_default_run!r}")
         if self.positive_class is not None and (isinstance(self.positive_class, bool) or not
                                                 isinstance(self.positive_class, int)
                                                 or self.positive_class < 0):
