@@ -52,7 +52,7 @@ def resolve_models(option: str | None, base_dir: Path) -> list[ModelSpec]:
     if option is None or not option.strip():
         return list(builtins.values())
     specs: list[ModelSpec] = []
-    for item in (part.strip() for part in option.split(",")):
+    for item in (part.strip() for part in split_top_level(option, ",")):
         if not item:
             raise ModelSpecError(f"--model={option!r} has an empty item; {_choices(builtins)}")
         base, options = split_options(item)
@@ -77,9 +77,44 @@ TORCHMIL_PREFIX = "torchmil:"
 ADAPTER_OPTIONS = ("input", "output", "positive_class", "output_key")
 
 
+OPENING = {"(": ")", "[": "]", "{": "}"}
+QUOTES = ("'", '"')
+
+
+def split_top_level(text: str, separator: str) -> list[str]:
+    """``text`` split at each ``separator`` outside brackets and quotes.
+
+    ``"a.py:f@hidden=(32,16),abmil"`` split at ``","`` is ``["a.py:f@hidden=(32,16)",
+    "abmil"]``, so option values may hold commas (and ``@``) in a tuple, list, dict or
+    string literal. An unclosed bracket or quote is a :class:`ModelSpecError`.
+    """
+    parts, current, closing, quote = [], [], [], None
+    for char in text:
+        if quote is not None:
+            quote = None if char == quote else quote
+        elif char in QUOTES:
+            quote = char
+        elif char in OPENING:
+            closing.append(OPENING[char])
+        elif closing and char == closing[-1]:
+            closing.pop()
+        elif char == separator and not closing:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    if quote is not None or closing:
+        missing = quote if quote is not None else closing[-1]
+        raise ModelSpecError(f"{text!r} has an unclosed bracket or quote (no closing "
+                             f"{missing!r}); close it, e.g. @hidden=(32,16)")
+    parts.append("".join(current))
+    return parts
+
+
 def split_options(item: str) -> tuple[str, dict[str, Any]]:
-    """``"a.py:f@input=bag@hidden=64"`` -> ``("a.py:f", {"input": "bag", "hidden": 64})``."""
-    base, *parts = item.split("@")
+    """``"a.py:f@input=bag@hidden=(32,16)"`` -> ``("a.py:f", {"input": "bag", "hidden":
+    (32, 16)})``."""
+    base, *parts = split_top_level(item, "@")
     options: dict[str, Any] = {}
     for part in parts:
         key, equals, text = part.partition("=")
@@ -112,20 +147,33 @@ class FactoryCall:
         return self.factory(**kwargs)
 
     def check(self, item: str) -> None:
-        try:
-            signature = inspect.signature(self.factory)
-        except (TypeError, ValueError):
-            return
-        kwargs = dict(self.arguments)
+        """Raise :class:`ModelSpecError` unless the factory takes these arguments: bad
+        keywords stop the run before training for every kind of model (for torchmil, the
+        model class's constructor is checked)."""
+        factory, kwargs = self.factory, dict(self.arguments)
         if isinstance(self.dim_arg, str):
             kwargs[self.dim_arg] = INSTANCE_DIM
-        args = (INSTANCE_DIM,) if self.dim_arg is True else ()
+        args: tuple[Any, ...] = (INSTANCE_DIM,) if self.dim_arg is True else ()
+        constructor = _torchmil_constructor(factory)
+        if constructor is not None and args:
+            factory, args, kwargs = constructor, (), {**kwargs, "in_shape": args}
+        try:
+            signature = inspect.signature(factory)
+        except (TypeError, ValueError):
+            return
         try:
             signature.bind(*args, **kwargs)
         except TypeError as error:
             raise ModelSpecError(f"{item!r}: the factory cannot be called with "
                                  f"{'the dimension and ' if args else ''}{sorted(kwargs)} "
                                  f"({error}); see @dim_arg=NAME and @dim_arg=None") from None
+
+
+def _torchmil_constructor(factory: Any) -> Any:
+    """The torchmil model class a ``torchmil:CLASS`` factory builds, else ``None``."""
+    from mil_assert.torchmil_models import TorchmilFactory, _zoo
+
+    return getattr(_zoo(), factory.name) if isinstance(factory, TorchmilFactory) else None
 
 
 def with_options(spec: ModelSpec, item: str, options: dict[str, Any]) -> ModelSpec:
@@ -235,7 +283,7 @@ def model_items(models: Any) -> list[Any]:
     items: list[Any] = []
     for model in models:
         if isinstance(model, str):
-            items += [part.strip() for part in model.split(",")]
+            items += [part.strip() for part in split_top_level(model, ",")]
         else:
             items.append(model)
     if not items:

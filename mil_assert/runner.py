@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,13 +102,27 @@ def run_cell_list(cells: Sequence[tuple[Model, str]], run: Run, jobs: int = 1,
 def _run_here(cells: list[tuple[Model, str]], run: Run, bar: tqdm,
               results: list[CellResult]) -> None:
     device = resolve_device(run.device)
-    for model, test in cells:
+    for done, (model, test) in enumerate(cells):
         bar.set_postfix_str(f"{model.spec.name} on {test}")
-        done = bar.n
         result = run_cell(model.spec, TESTS[test], run.seeds, run.budget, run.dim, device,
-                          progress=bar.update)
-        bar.update(done + 1 - bar.n)  # whole cell, also when it stopped early with an error
+                          progress=_within_cell(bar, done))
+        _advance_to(bar, done + 1)  # whole cell, also when it stopped early with an error
         results.append(result)
+
+
+def _within_cell(bar: tqdm, done: int) -> Callable[[float], None]:
+    """``progress(fraction)`` for the cell after ``done`` finished ones: the bar moves by
+    the fraction, never past the cell's end (fractions may sum to a little over 1 in
+    floating point, which made tqdm warn and show a negative ETA)."""
+    def advance(fraction: float) -> None:
+        _advance_to(bar, min(bar.n + fraction, done + 1))
+
+    return advance
+
+
+def _advance_to(bar: tqdm, position: float) -> None:
+    bar.n = position  # set, not added, so the last cell ends exactly at the total
+    bar.update(0)  # redraws at tqdm's usual rate
 
 
 def _run_in_processes(cells: list[tuple[Model, str]], run: Run, jobs: int, bar: tqdm,
