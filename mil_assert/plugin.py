@@ -45,8 +45,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mil-assert", "MIL assumption compliance (mil-assert)")
     group.addoption("--mil-model", dest="mil_model", default=None, metavar="NAMES",
                     help="comma-separated models to judge: built-in names, pkg.module:factory "
-                         "or path/to/file.py:factory (default: every built-in model); makes "
-                         "the run a compliance run (other tests are deselected)")
+                         "or path/to/file.py:factory (default: every built-in model in the "
+                         "default run, see ModelSpec.in_default_run); makes the run a "
+                         "compliance run (other tests are deselected)")
     group.addoption("--mil-seeds", dest="mil_seeds", type=int, default=DEFAULT_SEEDS,
                     metavar="S", help=f"seeds per (model, test) cell, seeds 0..S-1 "
                                       f"(default {DEFAULT_SEEDS})")
@@ -106,6 +107,8 @@ class Suite:
             from mil_assert.loading import resolve_models
 
             self._models = resolve_models(self.model_option, self.base_dir)
+            if not (self.model_option or "").strip():  # no model named: the default run
+                self._models = [spec for spec in self._models if spec.in_default_run]
         return self._models
 
     @property
