@@ -4,11 +4,14 @@ README.md links to ``docs/PAGE.md`` and the pages link back to ``../README.md`` 
 ``../reports/FILE``, so every link works where the Markdown is read as files (GitHub, the
 package's long description). On the site the README becomes ``index.md`` beside the
 pages, and the report figures it and the pages show are copied to ``reports/``; the
-links are rewritten to match. Nothing else in the text changes.
+links are rewritten to match. GitHub needs a pipe inside a code span of a table row
+escaped (``\\|``), Python-Markdown reads it literally there, so it is unescaped. Nothing
+else in the text changes.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mkdocs.config.defaults import MkDocsConfig
@@ -17,16 +20,30 @@ from mkdocs.structure.pages import Page
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 HOME = "index.md"
+CODE_SPAN = re.compile(r"`[^`\n]*`")
+
+
+def table_code_pipes(markdown: str) -> str:
+    """``\\|`` inside the code spans of table rows made a plain ``|``."""
+    def unescape(span: re.Match[str]) -> str:
+        return span.group(0).replace("\\|", "|")
+
+    return "\n".join(
+        CODE_SPAN.sub(unescape, line) if line.lstrip().startswith("|") else line
+        for line in markdown.split("\n")
+    )
 
 
 def readme_as_home(readme: str) -> str:
     """The README's Markdown with its links into ``docs/`` made relative to the site root."""
-    return readme.replace("](docs/", "](")
+    return table_code_pipes(readme.replace("](docs/", "]("))
 
 
 def page_links_on_site(markdown: str) -> str:
     """A docs page's Markdown with its links out of ``docs/`` pointed at the site's copies."""
-    return markdown.replace("](../README.md", f"]({HOME}").replace("](../reports/", "](reports/")
+    markdown = markdown.replace("](../README.md", f"]({HOME}")
+    markdown = markdown.replace("](../reports/", "](reports/")
+    return table_code_pipes(markdown)
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:

@@ -129,4 +129,5 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     home = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert "Gate your model in your own repository" in home
     assert 'href="verdict-rule/' in home
+    assert "<code>--mil-device=auto|cpu|cuda</code>" in home  # GitHub's \| unescaped
     assert (tmp_path / "reports" / "compliance.png").is_file()
