@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mil_assert.one_bag import BagMap
+
 INPUTS = ("batch", "bag", "bag1")
 OUTPUTS = ("logit", "probability")
 PROBABILITY_CLAMP = 1e-6
@@ -164,7 +166,7 @@ class BagLogits(nn.Module):
         self.model = model
         self.input, self.output = input, output
         self.positive_class, self.output_key = positive_class, output_key
-        self._vmap_failed = False
+        self.bag_map = BagMap()
         # a one-bag [1, N, D] model whose forward takes a mask gets an all-True one
         self._full_mask = input == "bag1" and _takes_mask(model.forward)
 
@@ -175,7 +177,7 @@ class BagLogits(nn.Module):
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.input == "batch":
             return self.logits(self.model(X, mask), X.shape[0])
-        return self._one_bag_at_a_time(X, mask)
+        return self.bag_map(self._one_bag, X, mask)
 
     def one_bag_args(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """How the model takes one unpadded bag ``x [N, D]``."""
@@ -188,25 +190,6 @@ class BagLogits(nn.Module):
     def _one_bag(self, x: torch.Tensor) -> torch.Tensor:
         """Logit of one unpadded bag ``x [N, D]`` -> ``[]``."""
         return self.logits(self.model(*self.one_bag_args(x)), 1, one_bag=True)[0]
-
-    def _one_bag_at_a_time(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        sizes = mask.sum(dim=1)
-        logits, order = [], []
-        for n in sizes.unique().tolist():
-            index = (sizes == n).nonzero().squeeze(1)
-            bags = X[index][mask[index]].view(len(index), n, X.shape[-1])  # keeps instance order
-            logits.append(self._same_size(bags))
-            order.append(index)
-        return torch.cat(logits)[torch.argsort(torch.cat(order))]
-
-    def _same_size(self, bags: torch.Tensor) -> torch.Tensor:
-        """Logits ``[G]`` of ``G`` bags of one size, ``bags [G, n, D]``."""
-        if not self._vmap_failed and len(bags) > 1:
-            try:
-                return torch.func.vmap(self._one_bag, randomness="different")(bags)
-            except Exception:  # noqa: BLE001 - vmap cannot run this model; a loop can
-                self._vmap_failed = True
-        return torch.stack([self._one_bag(x) for x in bags])
 
     @classmethod
     def stacked(cls, members: Sequence[BagLogits]) -> nn.Module:
@@ -221,10 +204,40 @@ class BagLogits(nn.Module):
 
 
 class BagLogitsWithLoss(BagLogits):
-    """:class:`BagLogits` of a model with its own ``loss(X, mask, y) -> [B]`` hook."""
+    """:class:`BagLogits` of a model with its own per-bag ``loss`` hook: ``loss(X, mask, y)
+    -> [B]`` (batched) or ``loss(x, y) -> []`` (one bag, ``x`` as ``forward`` takes it)."""
 
     def loss(self, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(X, mask, y)
+        if self.input == "batch":
+            return self.model.loss(X, mask, y)
+        return self.bag_map(self._one_bag_loss, X, mask, y)
+
+    def _one_bag_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.model.loss(*self.one_bag_args(x), y)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise OutputError(f"a one-bag model's loss(x, y) must return the bag's loss, "
+                              f"shape [], got {shape}")
+        return loss.reshape(())
+
+
+class BagLogitsBatchLoss(BagLogits):
+    """:class:`BagLogits` of a model with a loss over a mini-batch's bags: ``batch_loss(X,
+    mask, y) -> []`` (batched) or ``batch_loss(bags, y) -> []`` (one-bag, ``bags`` the list
+    of the batch's bags as ``forward`` takes them)."""
+
+    def batch_loss(self, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.input == "batch":
+            return self.model.batch_loss(X, mask, y)
+        bags = [self.one_bag_args(X[b, mask[b]])[0] for b in range(X.shape[0])]
+        return self.model.batch_loss(bags, y)
+
+    @classmethod
+    def stacked(cls, members: Sequence[BagLogits]) -> nn.Module:
+        from mil_assert.stacking import NotStackable
+
+        raise NotStackable("the model's batch_loss couples the bags of a mini-batch, so its "
+                           "seeds train one by one")
 
 
 class BagLogitsTorchmilLoss(BagLogits):
@@ -243,11 +256,12 @@ class BagLogitsTorchmilLoss(BagLogits):
             self._auxiliary = len(terms) > 1
         if not self._auxiliary:  # only the classification loss: run the bags together
             return F.binary_cross_entropy_with_logits(self(X, mask), y, reduction="none")
-        losses = []
-        for b in range(X.shape[0]):  # each bag's own terms, as torchmil trains one bag
-            _, terms = self.model.compute_loss(y[b:b + 1], *self.one_bag_args(X[b, mask[b]]))
-            losses.append(sum(terms.values()))
-        return torch.stack(losses)
+        return self.bag_map(self._one_bag_terms, X, mask, y)
+
+    def _one_bag_terms(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One bag's total loss, as torchmil trains one bag: the sum of its terms."""
+        _, terms = self.model.compute_loss(y[None], *self.one_bag_args(x))
+        return sum(terms.values()).reshape(())
 
 
 MAIN_TERM_TOLERANCE = 1e-5
@@ -276,11 +290,13 @@ def per_bag_losses(logits: torch.Tensor, y: torch.Tensor,
 def adapt(model: nn.Module, input: str = "batch", output: str = "logit",
           positive_class: int | None = None, output_key: str | int | None = None) -> BagLogits:
     """``model`` wrapped in the :class:`BagLogits` that fits its loss hook, if any."""
-    if callable(getattr(model, "loss", None)):
-        kind: type[BagLogits] = BagLogitsWithLoss
-        if input != "batch":
-            raise ValueError("a loss(X, mask, y) hook takes padded batches; a one-bag model "
-                             "(input='bag' or 'bag1') cannot have one")
+    if callable(getattr(model, "batch_loss", None)):
+        if callable(getattr(model, "loss", None)):
+            raise ValueError(f"{type(model).__name__} defines both loss (per bag) and "
+                             f"batch_loss (over a mini-batch); define one of them")
+        kind: type[BagLogits] = BagLogitsBatchLoss
+    elif callable(getattr(model, "loss", None)):
+        kind = BagLogitsWithLoss
     elif torchmil_style_loss(model):
         kind = BagLogitsTorchmilLoss
     else:

@@ -11,7 +11,8 @@ scale; a difference above :data:`TOLERANCE` breaks it:
     bag independence   a bag's logit does not depend on the other bags of its batch, in
                        eval mode and in training mode (a batch norm over bags breaks it)
     determinism        two calls in eval mode give the same logits
-    loss               a ``loss`` hook returns one finite loss per bag, unchanged by padding
+    loss               a ``loss`` hook returns one finite loss per bag (a ``batch_loss``
+                       one for the batch), unchanged by padding
 
 A broken property makes every cell of that model an ``error`` naming the property and the
 difference, without training. Instance order is checked and recorded, never an error:
@@ -193,7 +194,9 @@ def _check_training_mode(model: nn.Module, bags: list[torch.Tensor],
     _compare("bag independence", a[:half], b[:half],
              "in training mode, replacing the other bags of the batch by bags of the same "
              "sizes")
-    loss = getattr(model, "loss", None)
+    per_bag = callable(getattr(model, "loss", None))
+    name = "loss" if per_bag else "batch_loss"
+    loss = getattr(model, name, None)
     if not callable(loss):
         return
     y = (torch.arange(len(bags)) % 2).float()
@@ -201,13 +204,15 @@ def _check_training_mode(model: nn.Module, bags: list[torch.Tensor],
         plain = seeded(loss, *_batch(bags, width, 0.0), y)
         padded = seeded(loss, *_batch(bags, width + 4, PADDING_VALUE), y)
     except Exception as error:  # noqa: BLE001
-        raise ContractBroken("loss", f"the loss hook failed: {type(error).__name__}: "
+        raise ContractBroken("loss", f"the {name} hook failed: {type(error).__name__}: "
                                      f"{error}") from None
-    if not isinstance(plain, torch.Tensor) or tuple(plain.shape) != (len(bags),):
-        shape = tuple(plain.shape) if isinstance(plain, torch.Tensor) else type(plain).__name__
-        raise ContractBroken("loss", f"the loss hook must return one loss per bag, shape "
-                                     f"({len(bags)},), got {shape}")
+    shape = (len(bags),) if per_bag else ()
+    if not isinstance(plain, torch.Tensor) or tuple(plain.shape) != shape:
+        got = tuple(plain.shape) if isinstance(plain, torch.Tensor) else type(plain).__name__
+        what = "one loss per bag" if per_bag else "one loss for the mini-batch"
+        raise ContractBroken("loss", f"the {name} hook must return {what}, shape {shape}, "
+                                     f"got {got}")
     if not torch.isfinite(plain.detach()).all():
-        raise ContractBroken("loss", "the loss hook returned non-finite losses")
+        raise ContractBroken("loss", f"the {name} hook returned non-finite losses")
     _compare("loss", plain.detach(), padded.detach(), "filling masked rows with 1e3",
-             "per-bag losses")
+             "per-bag losses" if per_bag else "mini-batch loss")

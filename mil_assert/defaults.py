@@ -20,6 +20,9 @@ INSTANCE_DIM = 16
 """Instance dimension D of the synthetic bags (the prototype in shared/GUIDE.md used 16)."""
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class Budget:
     """A fixed training budget, identical on CPU and GPU so verdicts never depend on hardware.
@@ -32,8 +35,14 @@ class Budget:
         optimizer: ``"adam"`` or ``"adamw"``.
         lr: learning rate.
         weight_decay: weight decay of the optimizer.
-        max_seconds: wall-clock guard per seed; exceeding it turns the cell into ``error``.
-            It never changes a verdict otherwise.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (cosine decay of the learning rate to 0
+            over all optimiser steps); a model's own ``lr_factor`` hook replaces it
+            (:mod:`mil_assert.procedure`).
+        warmup_epochs: epochs of linear learning-rate warm-up from 0 before the schedule.
+        max_seconds: a time limit per seed, the user's choice (``None``: no limit, the
+            default). When training passes it, the cell is ``error``; the seeds that had
+            finished keep their AUCs in the report, and the message says how far the
+            others got. It never changes a verdict otherwise.
     """
 
     n_train_bags: int = 500
@@ -43,7 +52,9 @@ class Budget:
     optimizer: str = "adam"
     lr: float = 3e-3
     weight_decay: float = 0.0
-    max_seconds: float = 300.0
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_train_bags", "n_eval_bags", "epochs", "batch_size"):
@@ -55,8 +66,16 @@ class Budget:
                              f"got {self.optimizer!r}")
         if not self.lr > 0:
             raise ValueError(f"budget field lr must be positive, got {self.lr!r}")
-        if not self.max_seconds > 0:
-            raise ValueError(f"budget field max_seconds must be positive, got {self.max_seconds!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"budget field lr_schedule must be one of {LR_SCHEDULES}, got "
+                             f"{self.lr_schedule!r}")
+        if (isinstance(self.warmup_epochs, bool) or not isinstance(self.warmup_epochs, int)
+                or not 0 <= self.warmup_epochs < self.epochs):
+            raise ValueError(f"budget field warmup_epochs must be an integer from 0 to epochs "
+                             f"- 1 = {self.epochs - 1}, got {self.warmup_epochs!r}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"budget field max_seconds must be positive seconds or None (no "
+                             f"limit), got {self.max_seconds!r}")
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Budget:
         """A copy with a model's overrides applied; unknown field names raise ``ValueError``."""

@@ -30,6 +30,7 @@ from mil_assert.adapters import BagLogits, adapt
 from mil_assert.contract import ContractOutcome, check_contract
 from mil_assert.defaults import Budget
 from mil_assert.metrics import SeedSummary, roc_auc
+from mil_assert.procedure import Procedure
 from mil_assert.registry import ModelSpec
 from mil_assert.results import CellResult
 from mil_assert.seeding import cpu_generator, seeded_global_rngs
@@ -50,10 +51,6 @@ class ModelMisbehaved(RuntimeError):
 
 class ContractFailed(RuntimeError):
     """The model broke the contract check before training (:mod:`mil_assert.contract`)."""
-
-
-class BudgetExceeded(RuntimeError):
-    """Training ran past the budget's wall-clock guard."""
 
 
 def resolve_device(name: str, worker: int | None = None) -> torch.device:
@@ -156,9 +153,12 @@ class Group:
     test: SeedBags
 
     def label(self) -> str:
-        if len(self.seeds) == 1:
-            return f"seed {self.seeds[0]}"
-        return "seeds " + ", ".join(str(seed) for seed in self.seeds)
+        return seed_label(self.seeds)
+
+
+def seed_label(seeds: Sequence[int]) -> str:
+    """``"seed 3"`` or ``"seeds 0, 1, 2"``."""
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(int(s)) for s in seeds)
 
 
 def plan_groups(
@@ -223,10 +223,20 @@ def make_optimizer(model: nn.Module, budget: Budget) -> torch.optim.Optimizer:
 
 def seed_losses(model: nn.Module, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor,
                 seeds: int) -> torch.Tensor:
-    """``[S]``: each seed's mean bag loss, from the model's own ``loss`` or BCE on its logits.
+    """``[S]``: each seed's training loss on its bags of a mini-batch.
 
-    ``X [S*b, N, D]``, ``mask [S*b, N]``, ``y [S*b]``, seed-major.
+    ``X [S*b, N, D]``, ``mask [S*b, N]``, ``y [S*b]``, seed-major. The loss is the model's
+    ``batch_loss`` (one seed), else the mean of its per-bag ``loss``, else the mean binary
+    cross-entropy on its logits (:mod:`mil_assert.procedure`).
     """
+    batch_loss = getattr(model, "batch_loss", None)
+    if callable(batch_loss):
+        loss = batch_loss(X, mask, y)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or seeds != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss)
+            raise ModelMisbehaved(f"batch_loss must return one loss for the mini-batch, "
+                                  f"shape [], got {shape}")
+        return loss.reshape(1)
     own_loss = getattr(model, "loss", None)
     if callable(own_loss):
         losses = own_loss(X, mask, y)
@@ -241,35 +251,56 @@ def seed_losses(model: nn.Module, X: torch.Tensor, mask: torch.Tensor, y: torch.
     return losses.view(seeds, -1).mean(dim=1)
 
 
+@dataclass
+class Stopped:
+    """How far a group's training got when the time limit stopped it."""
+
+    epoch: int
+    epochs: int
+
+
 def fit(model: nn.Module, bags: SeedBags, budget: Budget,
-        shuffles: Sequence[torch.Generator], deadline: float,
-        on_epoch: Callable[[], None] | None = None) -> None:
+        shuffles: Sequence[torch.Generator], deadline: float | None = None,
+        on_step: Callable[[], None] | None = None) -> Stopped | None:
     """Train ``model`` for ``budget.epochs`` passes over each seed's bags in shuffled mini-batches.
 
     Seed ``s`` draws its batch order from ``shuffles[s]``; one optimizer step updates all
-    seeds. ``on_epoch`` is called after each epoch (progress display).
+    seeds. The model's training procedure (:mod:`mil_assert.procedure`) sets the learning
+    rate of each step and is called back after each step and around each epoch.
+    ``on_step`` is called after each optimizer step (progress display). Returns ``None``,
+    or where training stopped when ``time.monotonic()`` passed ``deadline`` (checked after
+    each step).
     """
     optimizer = make_optimizer(model, budget)
-    model.train()
     n_bags, device = len(bags), bags.X.device
+    procedure = Procedure(model, budget, steps_per_epoch=-(-n_bags // budget.batch_size))
+    model.train()
+    step = 0
     for epoch in range(budget.epochs):
         order = torch.stack([torch.randperm(n_bags, generator=g) for g in shuffles]).to(device)
         finite = torch.ones((), dtype=torch.bool, device=device)
+        procedure.call("on_train_epoch_start", procedure.progress(epoch, step))
         for start in range(0, n_bags, budget.batch_size):
+            progress = procedure.progress(epoch, step)
+            if procedure.scheduled:
+                for group in optimizer.param_groups:
+                    group["lr"] = procedure.learning_rate(progress)
             losses = seed_losses(model, *bags.batch(order[:, start:start + budget.batch_size]),
                                  bags.seeds)
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()
             finite &= torch.isfinite(losses.detach()).all()
+            procedure.call("on_train_batch_end", progress)
+            step += 1
+            if on_step is not None:
+                on_step()
+            if deadline is not None and time.monotonic() > deadline:
+                return Stopped(epoch, budget.epochs)
         if not bool(finite):
             raise ModelMisbehaved(f"non-finite training loss in epoch {epoch + 1}")
-        if time.monotonic() > deadline:
-            raise BudgetExceeded(f"training passed the wall-clock guard of "
-                                 f"{budget.max_seconds:g} s per seed in epoch {epoch + 1} of "
-                                 f"{budget.epochs}")
-        if on_epoch is not None:
-            on_epoch()
+        procedure.call("on_train_epoch_end", procedure.progress(epoch, step - 1))
+    return None
 
 
 @torch.no_grad()
@@ -303,42 +334,111 @@ def check_logits(logits: object, n_bags: int, seeds: int = 1) -> None:
                               f"({n_bags // seeds},), got {tuple(logits.shape)}")
 
 
-def train_group(group: Group, budget: Budget, on_epoch: Callable[[], None] | None = None,
-                ) -> tuple[list[float], list[float]]:
-    """Train one group and return its seeds' validation and test AUCs."""
-    started = time.monotonic()
+@dataclass
+class GroupOutcome:
+    """A trained group's seeds' AUCs, or where the time limit stopped it."""
+
+    val_aucs: list[float]
+    test_aucs: list[float]
+    stopped: Stopped | None = None
+
+
+def train_group(group: Group, budget: Budget, on_step: Callable[[], None] | None = None,
+                ) -> GroupOutcome:
+    """Train one group and score its seeds on their validation and test bags.
+
+    With a time limit (``budget.max_seconds`` per seed), a group whose training passes it
+    is not scored: its outcome says where it stopped.
+    """
     device = group.train.X.device
     cuda = [device] if device.type == "cuda" else []
+    deadline = (None if budget.max_seconds is None
+                else time.monotonic() + budget.max_seconds * len(group.seeds))
     # Only a model drawing random numbers (dropout, trained seed by seed) reads these streams.
     with torch.random.fork_rng(devices=cuda), seeded_global_rngs(group.seeds[0], "train/random"):
-        fit(group.model, group.train, budget,
-            [cpu_generator(seed, "train/shuffle") for seed in group.seeds],
-            deadline=started + budget.max_seconds * len(group.seeds), on_epoch=on_epoch)
+        stopped = fit(group.model, group.train, budget,
+                      [cpu_generator(seed, "train/shuffle") for seed in group.seeds],
+                      deadline=deadline, on_step=on_step)
+    if stopped is not None:
+        return GroupOutcome([], [], stopped)
     with torch.random.fork_rng(devices=cuda), seeded_global_rngs(group.seeds[0], "eval/random"):
         val = predict(group.model, group.val)
         test = predict(group.model, group.test)
     val_y, test_y = group.val.y.cpu().numpy(), group.test.y.cpu().numpy()
-    return ([roc_auc(val[s], val_y[s]) for s in range(len(group.seeds))],
-            [roc_auc(test[s], test_y[s]) for s in range(len(group.seeds))])
+    return GroupOutcome([roc_auc(val[s], val_y[s]) for s in range(len(group.seeds))],
+                        [roc_auc(test[s], test_y[s]) for s in range(len(group.seeds))])
+
+
+class CellClock:
+    """Counts a cell's optimiser steps: reports each step's share of the cell to
+    ``progress`` and, after the cell's first epoch, its projected training time to
+    ``note``. ``trainings`` is how many groups the cell trains (all tasks)."""
+
+    def __init__(self, trainings: int, budget: Budget, progress: Callable[[float], None] | None,
+                 note: Callable[[str], None] | None, label: str) -> None:
+        self.steps_per_epoch = -(-budget.n_train_bags // budget.batch_size)
+        self.total = trainings * budget.epochs * self.steps_per_epoch
+        self.progress, self.note, self.label = progress, note, label
+        self.steps, self.started = 0, time.monotonic()
+
+    def __call__(self) -> None:
+        self.steps += 1
+        if self.progress is not None:
+            self.progress(1.0 / self.total)
+        if self.steps == self.steps_per_epoch and self.note is not None:
+            epoch = time.monotonic() - self.started
+            self.note(f"{self.label}: first epoch {epoch:.1f} s; projected training time "
+                      f"{format_seconds(epoch * self.total / self.steps)}")
+
+
+def format_seconds(seconds: float) -> str:
+    """``"42 s"``, ``"3.5 min"`` or ``"1.2 h"``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class TimeLimitReached(RuntimeError):
+    """Training passed the user's time limit (``Budget.max_seconds``)."""
+
+
+def time_limit_message(budget: Budget, finished: Sequence[int], group: Group,
+                       stopped: Stopped, waiting: Sequence[int]) -> str:
+    """What a time limit left: the seeds that finished (their AUCs are kept) and how far
+    the others got."""
+    parts = [f"the time limit of {budget.max_seconds:g} s per seed was reached"]
+    if finished:
+        parts.append(f"{seed_label(finished)} finished (AUCs kept)")
+    parts.append(f"{group.label()} stopped in epoch {stopped.epoch + 1} of {stopped.epochs}")
+    if waiting:
+        parts.append(f"{seed_label(waiting)} not started")
+    return "; ".join(parts) + " (set a larger limit, or none, to judge every seed)"
 
 
 def run_cell(
     spec: ModelSpec, test: AlgorithmicTest, seeds: Sequence[int], budget: Budget, dim: int,
     device: torch.device, progress: Callable[[float], None] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> CellResult:
     """Train and judge one (model, test) cell over ``seeds``.
 
     Any exception from the model (or its factory, or its budget overrides) becomes an
     ``error`` cell that keeps the message; it never escapes to stop the other cells.
-    ``progress(fraction)`` is called after each training epoch with the fraction of the
-    cell it completed (the fractions of a cell that trains to the end sum to 1).
+    ``progress(fraction)`` is called after each optimiser step with the fraction of the
+    cell it completed (the fractions of a cell that trains to the end sum to 1);
+    ``note(line)`` gets the cell's projected training time after its first epoch. With a
+    time limit, the seeds that finished before it keep their AUCs in the error cell.
     """
     expected = spec.expected.get(test.name)
     started = time.monotonic()
     val_aucs: list[float] = []
     test_aucs: list[float] = []
+    control_aucs: list[float] = []
     where, how = "", ""
     contract: ContractOutcome | None = None
+    clock: CellClock | None = None
     try:
         cell_budget = budget.with_overrides(spec.budget)
         where = f"seed {seeds[0]}: "
@@ -348,19 +448,43 @@ def run_cell(
         where = ""
         splits = [test.generate(seed, dim=dim, n_train=cell_budget.n_train_bags,
                                 n_eval=cell_budget.n_eval_bags) for seed in seeds]
-        where = f"seed {seeds[0]}: "
-        groups, how = plan_groups(spec, seeds, splits, dim, cell_budget, device)
-        step = 1.0 / (len(groups) * cell_budget.epochs)
-        on_epoch = None if progress is None else lambda: progress(step)
-        for group in groups:
-            where = f"{group.label()}: "
-            val, tst = train_group(group, cell_budget, on_epoch)
-            val_aucs += val
-            test_aucs += tst
-        verdict, message = judge(test.kind, val_aucs, test_aucs)
+        # An unlearnable test also trains its capacity control (the same model, seeds and
+        # budget on a task every MIL model can learn); the control's validation AUCs
+        # tell a seed that could not learn the rule from one that learned nothing.
+        tasks = [("", splits)]
+        if test.kind == "unlearnable":
+            tasks.append(("control, ", None))
+        for label, task_splits in tasks:
+            if task_splits is None:
+                task_splits = [test.control(seed, dim=dim, n_train=cell_budget.n_train_bags,
+                                            n_eval=cell_budget.n_eval_bags) for seed in seeds]
+            where = f"{label}seed {seeds[0]}: "
+            groups, task_how = plan_groups(spec, seeds, task_splits, dim, cell_budget, device)
+            how = how or task_how
+            clock = clock or CellClock(len(tasks) * len(groups), cell_budget, progress, note,
+                                       f"{spec.name} on {test.name}")
+            for i, group in enumerate(groups):
+                where = f"{label}{group.label()}: "
+                outcome = train_group(group, cell_budget, clock)
+                if outcome.stopped is not None:
+                    done = control_aucs if label else val_aucs
+                    raise TimeLimitReached(time_limit_message(
+                        cell_budget, seeds[:len(done)], group, outcome.stopped,
+                        [seed for later in groups[i + 1:] for seed in later.seeds]))
+                val, tst = outcome.val_aucs, outcome.test_aucs
+                if label:
+                    control_aucs += val
+                else:
+                    val_aucs += val
+                    test_aucs += tst
+            del groups
+        verdict, message = judge(test.kind, val_aucs, test_aucs,
+                                 control_aucs if test.kind == "unlearnable" else None)
         where = ""
     except ContractFailed as failed:
         verdict, message = "error", f"contract broken before training: {failed}"
+    except TimeLimitReached as reached:
+        verdict, message = "error", f"{where}{reached}"
     except Exception as error:  # noqa: BLE001 - a broken model must become an error cell
         verdict, message = "error", f"{where}{type(error).__name__}: {error}"
     val_summary = SeedSummary.of(val_aucs) if val_aucs else None
@@ -373,6 +497,7 @@ def run_cell(
         seconds=time.monotonic() - started, message=message,
         budget_overrides=dict(spec.budget), training=how,
         contract=None if contract is None else contract.as_dict(),
+        control_auc=SeedSummary.of(control_aucs) if control_aucs else None,
     )
 
 

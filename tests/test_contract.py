@@ -176,11 +176,11 @@ def test_one_bag_models_see_each_bag_without_padding():
     for b, n in enumerate((2, 5, 2)):
         X[b, :n] = torch.randn(n, 4)
         mask[b, :n] = True
-    model._vmap_failed = True  # the loop shows each call; vmap gives the same values
+    model.bag_map.fallback = "forced"  # the loop shows each call; vmap gives the same values
     logits = model(X, mask)
     assert sorted(seen) == [(2, 4), (2, 4), (5, 4)]
     torch.testing.assert_close(logits[1], model.model(X[1, :5]).reshape(()))
-    model._vmap_failed = False
+    model.bag_map.fallback = None
     torch.testing.assert_close(model(X, mask), logits)
 
 
