@@ -11,7 +11,11 @@ from mil_assert.registry import builtin_models
 
 DIM = 6
 MODELS = builtin_models()
-ORDER_DEPENDENT = {"transmil": "PPEG is a convolutional position encoding over instance order"}
+ORDER_DEPENDENT = {
+    "transmil": "PPEG is a convolutional position encoding over instance order",
+    "rrt_mil": "R-MSA's regions and EPEG read each instance's place on the bag's grid",
+    "mamba_mil": "selective scans read the instances in sequence (and reordered by stride)",
+}
 
 
 def bag(n: int, seed: int) -> torch.Tensor:
