@@ -132,6 +132,7 @@ def build_report(results: Sequence[CellResult], models: Sequence[str], seeds: Se
         "verdict_rule": {"chance": verdict.CHANCE, "margin": verdict.MARGIN,
                          "learned_auc": verdict.LEARNED_AUC, "max_drop": verdict.MAX_DROP,
                          "violating_seeds": verdict.VIOLATING_SEEDS,
+                         "capacity_control": verdict.CAPACITY_CONTROL,
                          "rule": "each seed is judged on its own; violation if at least "
                                  "violating_seeds seeds show the shortcut, pass if seeds "
                                  "that kept the ranking are a strict majority"},

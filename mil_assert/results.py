@@ -15,7 +15,13 @@ class CellResult:
     ``val_auc`` / ``test_auc`` are ``None`` when no seed finished (``error``);
     ``message`` holds the verdict's reason, or the error; ``training`` says whether the
     seeds were trained as one stacked model or seed by seed, and why; ``contract`` is the
-    outcome of the model-contract check before training (``ContractOutcome.as_dict``).
+    outcome of the model-contract check before training (``ContractOutcome.as_dict``);
+    ``control_auc`` is each seed's validation AUC on the capacity control of an
+    ``unlearnable`` test (``label_swap``), ``None`` for shift tests, for an ``error``
+    before the control finished and in reports written before the control;
+    ``ran_on`` says where the cell ran when a cluster ran it (``executor``, ``node``,
+    ``address``, ``device``; see :mod:`mil_assert.ray_executor`), ``None`` otherwise and
+    in reports written before it.
     """
 
     model: str
@@ -31,6 +37,21 @@ class CellResult:
     budget_overrides: dict[str, Any] = field(default_factory=dict)
     training: str = ""
     contract: dict[str, Any] | None = None
+    control_auc: SeedSummary | None = None
+    ran_on: dict[str, Any] | None = None
+
+    def seed_outcomes(self) -> list[str]:
+        """What each finished seed shows under the verdict rule (empty for an ``error``
+        cell and for a test this version does not know)."""
+        from mil_assert import verdict
+        from mil_assert.synthetic import TESTS
+
+        if (self.verdict == "error" or self.val_auc is None or self.test_auc is None
+                or self.test not in TESTS):
+            return []
+        control = None if self.control_auc is None else self.control_auc.per_seed
+        return verdict.seed_outcomes(TESTS[self.test].kind, self.val_auc.per_seed,
+                                     self.test_auc.per_seed, control)
 
     @property
     def gate_failure(self) -> str | None:
@@ -67,6 +88,8 @@ class CellResult:
             "budget_overrides": dict(self.budget_overrides),
             "training": self.training,
             "contract": self.contract,
+            "control_auc": None if self.control_auc is None else self.control_auc.as_dict(),
+            "ran_on": None if self.ran_on is None else dict(self.ran_on),
         }
 
     @classmethod
@@ -81,4 +104,6 @@ class CellResult:
             test_auc=summary(data["test_auc"]), seconds=float(data["seconds"]),
             message=data["message"], budget_overrides=dict(data.get("budget_overrides", {})),
             training=data.get("training", ""), contract=data.get("contract"),
+            control_auc=summary(data.get("control_auc")), ran_on=data.get("ran_on"),
         )
+

@@ -25,6 +25,11 @@ class AlgorithmicTest:
         assumption: the MIL assumption the data encodes (``"standard"`` or ``"threshold"``).
         kind: how the verdict reads the AUCs (see ``TestKind``).
         source: citation of the data-generating process.
+        control: ``unlearnable`` tests only: ``control(seed, **params) -> Splits``, the
+            capacity control, a task of the same bags that every MIL model can represent
+            (``label_swap``: the labels unswapped). The harness trains it with the same
+            model, seeds and budget; a seed that does not learn it says nothing about the
+            test (:mod:`mil_assert.verdict`).
     """
 
     name: str
@@ -32,3 +37,10 @@ class AlgorithmicTest:
     assumption: Literal["standard", "threshold"]
     kind: TestKind
     source: str
+    control: Callable[..., Splits] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "unlearnable" and self.control is None:
+            raise ValueError(f"test {self.name!r} is unlearnable and needs a capacity "
+                             f"control (control=...): without it a model that learns "
+                             f"nothing would pass")

@@ -13,6 +13,13 @@ positive evidence: a set-monotone model (adding an instance never lowers its sco
 cannot represent this rule and stays near chance. A model that learns it has shown it
 uses absence as positive evidence.
 
+A model that learns nothing at all also stays near chance, so staying there proves
+nothing by itself. The *capacity control* (``generate_control``) holds the same bags with
+the labels unswapped: a bag is positive iff it holds a concept instance, the
+``single_concept`` rule without poison, which every MIL model can represent. The harness
+trains it with the same model, seeds and budget; a seed that does not learn the control
+says nothing about the swapped task (:mod:`mil_assert.verdict`).
+
 At any instance dimension D the rule is unchanged; the concept is ``single_concept``'s
 (see there and ``bags.py`` for how it separates from background as D grows).
 
@@ -21,6 +28,8 @@ the concept distribution is that of their Algorithm 1.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from mil_assert.seeding import cpu_generator
 from mil_assert.synthetic.bags import Bags, Splits, assemble_bags, balanced_labels, check_params
@@ -57,10 +66,21 @@ def generate(
     )
 
 
+def generate_control(
+    seed: int, *, dim: int = 16, n_train: int = 500, n_eval: int = 500, background: int = 10
+) -> Splits:
+    """The capacity control of ``label_swap``: the bags of ``generate`` with the same
+    arguments, each label flipped, so a bag is positive iff it holds a concept instance."""
+    swapped = generate(seed, dim=dim, n_train=n_train, n_eval=n_eval, background=background)
+    return Splits(*(replace(bags, y=1.0 - bags.y)
+                    for bags in (swapped.train, swapped.val, swapped.test)))
+
+
 TEST = AlgorithmicTest(
     name="label_swap",
     generate=generate,
     assumption="standard",
     kind="unlearnable",
     source="this project, from the label asymmetry in Raff & Holt 2023, section 1",
+    control=generate_control,
 )

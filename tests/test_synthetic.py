@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -124,6 +126,21 @@ def test_label_swap_has_no_poison_and_one_distribution():
     for bags in (data.train, data.val, data.test):
         assert torch.all(bags.count(POISON) == 0)
         assert torch.all(bags.count(CONCEPT_A)[bags.y == 1] == 0)
+
+
+def test_label_swap_control_is_the_same_bags_with_the_standard_mil_labels():
+    swapped = splits("label_swap", seed=3)
+    control = TESTS["label_swap"].control(3, **SMALL)
+    for split in ("train", "val", "test"):
+        bags, unswapped = getattr(swapped, split), getattr(control, split)
+        assert torch.equal(unswapped.X, bags.X) and torch.equal(unswapped.mask, bags.mask)
+        assert torch.equal(unswapped.y, standard_mil_label(bags)), split
+        assert 0.4 < float(unswapped.y.mean()) < 0.6
+
+
+def test_an_unlearnable_test_must_have_a_capacity_control():
+    with pytest.raises(ValueError, match="needs a capacity control"):
+        replace(TESTS["label_swap"], control=None)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mil_assert.verdict import fragile, judge, near_threshold, seed_outcome
+from mil_assert.verdict import (
+    LEARNED_AUC,
+    fragile,
+    judge,
+    near_threshold,
+    seed_outcome,
+    seed_outcomes,
+)
 
 
 @pytest.mark.parametrize(
@@ -65,7 +72,40 @@ def test_one_run_that_generalises_does_not_hide_four_inverted_ones():
     ],
 )
 def test_unlearnable_tests(test, expected):
-    assert judge("unlearnable", test, test)[0] == expected
+    learned_control = [0.95] * len(test)
+    assert judge("unlearnable", test, test, learned_control)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("test", "control", "outcome"),
+    [
+        (0.5, 0.95, "not learned"),  # learned presence, could not learn absence
+        (0.5, 0.6, "unlearned"),  # learned nothing: says nothing about absence
+        (0.5, LEARNED_AUC, "not learned"),  # the control threshold is inclusive, as for shift
+        (0.8, 0.5, "learned"),  # absence learned counts whatever the control
+        (0.5, None, "not learned"),  # a report written before the control
+    ],
+)
+def test_seed_outcomes_of_unlearnable_tests_read_the_capacity_control(test, control, outcome):
+    assert seed_outcome("unlearnable", test, test, control) == outcome
+
+
+def test_a_model_that_cannot_learn_the_control_does_not_pass_label_swap():
+    # Measured shape (a constant model): every AUC is exactly 0.5, the control's too.
+    verdict, reason = judge("unlearnable", [0.5] * 3, [0.5] * 3, [0.5] * 3)
+    assert verdict == "inconclusive"
+    assert "did not learn the capacity control" in reason and "3 unlearned" in reason
+    verdict, reason = judge("unlearnable", [0.5] * 3, [0.5] * 3, [0.9, 0.5, 0.9])
+    assert verdict == "pass" and "1 unlearned, 2 not learned" in reason
+    assert judge("unlearnable", [0.5] * 3, [0.5] * 3, [0.9, 0.5, 0.5])[0] == "inconclusive"
+    assert judge("unlearnable", [0.9] * 3, [0.9, 0.9, 0.5], [0.5] * 3)[0] == "violation"
+
+
+def test_an_unlearnable_test_needs_its_control():
+    with pytest.raises(ValueError, match="capacity control"):
+        judge("unlearnable", [0.5] * 3, [0.5] * 3)
+    with pytest.raises(ValueError, match="per seed"):
+        seed_outcomes("unlearnable", [0.5] * 3, [0.5] * 3, [0.9] * 2)
 
 
 def test_a_verdict_needs_two_seeds_and_paired_aucs():
@@ -88,7 +128,22 @@ def test_a_verdict_needs_two_seeds_and_paired_aucs():
     ],
 )
 def test_a_cell_is_fragile_when_one_seed_could_change_its_verdict(kind, val, test, expected):
-    assert fragile(kind, val, test) is expected
+    control = [0.95] * len(test) if kind == "unlearnable" else None
+    assert fragile(kind, val, test, control) is expected
+    if control is not None:  # a report written before the control reads the same
+        assert fragile(kind, val, test) is expected
+
+
+@pytest.mark.parametrize(
+    ("control", "expected"),
+    [
+        ([0.9, 0.9, 0.9, 0.5, 0.5], True),  # 3 not learned: one more unlearned, inconclusive
+        ([0.9, 0.9, 0.9, 0.9, 0.5], False),
+        ([0.5] * 5, False),  # 5 unlearned
+    ],
+)
+def test_a_label_swap_cell_is_fragile_on_its_control(control, expected):
+    assert fragile("unlearnable", [0.5] * 5, [0.5] * 5, control) is expected
 
 
 @pytest.mark.parametrize(
@@ -106,3 +161,17 @@ def test_a_cell_is_fragile_when_one_seed_could_change_its_verdict(kind, val, tes
 )
 def test_a_seed_is_near_a_threshold_within_two_chance_deviations(kind, val, test, expected):
     assert near_threshold(kind, val, test) is expected
+
+
+@pytest.mark.parametrize(
+    ("test", "control", "expected"),
+    [
+        (0.5, 0.78, True),  # control near 0.75
+        (0.5, 0.95, False),
+        (0.5, 0.5, False),  # clearly unlearned
+        (0.9, 0.74, False),  # learned the rule: the control does not decide
+        (0.62, 0.95, True),  # test AUC near 0.6
+    ],
+)
+def test_a_label_swap_seed_is_near_the_control_threshold(test, control, expected):
+    assert near_threshold("unlearnable", test, test, control) is expected
