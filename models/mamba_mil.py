@@ -41,6 +41,8 @@ Simplified or changed, for masks (padding never changes a logit):
   authors put zero vectors when ``n`` is not a multiple of ``rate``) get zero input and
   zero step ``delta``, so the scan state passes through them unchanged and they add
   nothing; the causal convolution reads zeros there, as it does at the authors' fillers;
+  the embedding's dropout is drawn instance by instance (``models/_draws.py``), so padding
+  never changes a draw;
 - one logit (the authors' two-class head gives the same log-odds ``z1 - z0``).
 
 What its pooling can express: attention pooling over instances re-embedded by scans that
@@ -56,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mil_assert.models._draws import instance_dropout
 from mil_assert.models._pooling import masked_softmax
 from mil_assert.models.rrt_mil import real_first
 from mil_assert.registry import ModelSpec
@@ -194,7 +197,8 @@ class MambaMIL(nn.Module):
                  d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dropout: float = 0.25) -> None:
         super().__init__()
-        self.embed = nn.Sequential(nn.Linear(dim, width), nn.ReLU(), nn.Dropout(dropout))
+        self.embed = nn.Sequential(nn.Linear(dim, width), nn.ReLU())
+        self.dropout = dropout
         self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
         self.layers = nn.ModuleList(SRMamba(width, d_state, d_conv, expand, rate)
                                     for _ in range(layers))
@@ -210,7 +214,7 @@ class MambaMIL(nn.Module):
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         X, lengths = real_first(X, mask)
         real = torch.arange(X.shape[1], device=X.device) < lengths[:, None]
-        h = self.embed(X) * real[..., None]
+        h = instance_dropout(self.embed(X), self.dropout, self.training) * real[..., None]
         for norm, layer in zip(self.norms, self.layers, strict=True):
             h = h + layer(norm(h), lengths)
         h = self.norm(h)

@@ -60,6 +60,7 @@ import math
 import torch
 from torch import nn
 
+from mil_assert.models._draws import instance_dropout
 from mil_assert.models._pooling import masked_softmax
 from mil_assert.registry import ModelSpec
 
@@ -123,7 +124,7 @@ class RegionAttention(nn.Module):
         self.heads, self.epeg_k = heads, epeg_k
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
-        self.drop = nn.Dropout(dropout)
+        self.dropout = dropout
         # EPEG: a depthwise Conv2d(heads, heads, (epeg_k, 1)) on the attention logits,
         # its init as nn.Conv2d's (uniform in +-1/sqrt(fan_in), fan_in = epeg_k).
         bound = 1 / math.sqrt(epeg_k)
@@ -147,7 +148,7 @@ class RegionAttention(nn.Module):
         logits = self.epeg(q @ k.transpose(-1, -2), grid, pair)
         attended = masked_softmax(logits, pair[:, None]) @ v
         out = self.out(attended.transpose(1, 2).reshape(B, N, C))
-        return self.drop(out) * grid.real[..., None]
+        return instance_dropout(out, self.dropout, self.training) * grid.real[..., None]
 
 
 class CrossRegionAttention(nn.Module):
@@ -197,7 +198,8 @@ class RRTMIL(nn.Module):
                  dropout: float = 0.25, attention_dropout: float = 0.1) -> None:
         super().__init__()
         self.region_num = region_num
-        self.embed = nn.Sequential(nn.Linear(dim, width), nn.ReLU(), nn.Dropout(dropout))
+        self.embed = nn.Sequential(nn.Linear(dim, width), nn.ReLU())
+        self.dropout = dropout
         self.norm_r = nn.LayerNorm(width)
         self.r_msa = RegionAttention(width, heads, epeg_k, attention_dropout)
         self.norm_cr = nn.LayerNorm(width)
@@ -215,7 +217,7 @@ class RRTMIL(nn.Module):
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         X, lengths = real_first(X, mask)
         grid = RegionGrid(lengths, X.shape[1], self.region_num)
-        h = self.embed(X) * grid.real[..., None]
+        h = instance_dropout(self.embed(X), self.dropout, self.training) * grid.real[..., None]
         h = h + self.r_msa(self.norm_r(h), grid)
         h = h + self.cr_msa(self.norm_cr(h), grid)
         h = self.norm(h)

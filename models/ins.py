@@ -1,0 +1,195 @@
+"""INS: an instance classifier trained with prototype pseudo-labels and instance contrast.
+
+Qu, Ma, Luo, Guo, Wang & Song, "Rethinking Multiple Instance Learning for Whole Slide
+Image Classification: A Good Instance Classifier is All You Need", IEEE TCSVT 2024 (arXiv
+2307.02249). Written here from the paper and from reading the authors' code (miccaiif/INS,
+which builds on PiCO, Wang et al., ICLR 2022): nothing copied.
+
+The model is an instance encoder (``Linear(D, width) -> ReLU -> Linear(width, width)``)
+with two heads: an instance classifier ``fc`` (two classes) and a projection head
+(``Linear -> ReLU -> Linear(width, low_dim)``, L2-normalised) for contrastive learning.
+Each instance of a negative bag has the partial label {negative}; each instance of a
+positive bag the partial label {negative, positive}. Training (``batch_loss``, over the
+real instances of a mini-batch of bags):
+
+- classification: cross-entropy of ``fc`` against a target in the instance's partial
+  label set: uniform over it before the prototype stage; from the prototype stage on, the
+  class whose prototype is nearest the instance's projection (within its partial set);
+- contrast, weight 0.5: before the prototype stage MoCo (the instance's key from a
+  momentum encoder fed a noisy view, against a queue of earlier keys); from the stage on
+  supervised contrast (temperature 0.07) whose positives are the instances, keys and
+  queued keys with the same classifier pseudo-label (the argmax of the classifier's
+  probabilities within the partial set);
+- after each step (``on_train_batch_end``): the momentum encoder moves towards the
+  encoder (m = 0.999), the keys and their pseudo-label scores enter the queue, and each
+  class prototype moves towards the projections of the instances pseudo-labelled with it
+  (m = 0.9, one instance after another, as the authors' loop does) and is re-normalised;
+- the stage starts after epoch ``prot_start`` (``on_train_epoch_end``).
+
+The bag score is the mean of the instances' positive-class probabilities (the bag AUC the
+authors' evaluation computes); the logit is its log-odds.
+
+Shapes: ``X`` float ``[B, N, D]``, ``mask`` bool ``[B, N]`` -> bag logits ``[B]``. In
+``batch_loss`` the ``I`` real instances of the batch are flattened: logits ``[I, 2]``,
+projections ``[I, low_dim]``, contrast logits ``[I, 2 I + queue]``.
+
+Faithful: the two heads, partial labels from bag labels, the pseudo-label rules, the
+losses and their weight, MoCo before and supervised contrast after the prototype stage,
+the momentum encoder, the queue of keys with their pseudo-label scores, the per-instance
+prototype momentum update, the authors' hyper-parameters (``low_dim = 128``, moco_m 0.999,
+proto_m 0.9, temperature 0.07, loss weight 0.5, prototype stage after epoch 1 as in their
+CAMELYON16 script ``train_withbag_cam.py``), the bag score from the instance scores.
+
+Simplified:
+- no dataset-wide instance indices (the harness gives bags): the authors keep a confidence
+  table per training instance, moved towards the prototype label with a momentum that
+  falls from 0.95 to 0.8 over training; here the target is the prototype label of the
+  current step (the table's limit when the label is stable), and negative-bag instances
+  are always negative, as the authors reset them;
+- an MLP encoder on the instance vectors (the authors reshape feature vectors into images
+  for a ResNet-18); the key view is the instance plus Gaussian noise of standard deviation
+  ``noise = 0.1`` per feature, drawn instance by instance (``models/_draws.py``) in place
+  of image augmentations;
+- the default ``width = 64`` and ``queue = 1024`` keys for a CPU (the authors: 512 and 8192);
+- no bag head: the authors' scripts also train an attention bag head in some variants, but
+  the reported bag score is read from the instance classifier.
+
+What it can express: the mean of instance probabilities is not count-free (more copies of
+a positive instance raise it) and a bag's score can fall when negative instances are added,
+but an instance classifier trained with negative bags' instances as negatives cannot use an
+instance seen only in negative bags as evidence for the positive class.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mil_assert.models._draws import instance_normal
+from mil_assert.registry import ModelSpec
+
+
+class InstanceNet(nn.Module):
+    """Encoder with classifier and projection heads: ``x [..., D]`` -> ``(logits [..., 2],
+    projection [..., low_dim])``, the projection L2-normalised."""
+
+    def __init__(self, dim: int, width: int, low_dim: int) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(dim, width), nn.ReLU(), nn.Linear(width, width))
+        self.fc = nn.Linear(width, 2)
+        self.head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, low_dim))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.encoder(x)
+        return self.fc(features), F.normalize(self.head(features), dim=-1)
+
+
+def supervised_contrast(anchors: torch.Tensor, features: torch.Tensor, positive: torch.Tensor,
+                        temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al., NeurIPS 2020), anchors ``[I, F]`` being
+    the first ``I`` rows of ``features [M, F]``; ``positive [I, M]`` bool. Self-pairs are
+    excluded; the loss is the mean over anchors of minus the mean log-probability of their
+    positives."""
+    count = anchors.shape[0]
+    logits = anchors @ features.T / temperature
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    not_self = torch.ones_like(logits, dtype=torch.bool)
+    not_self[torch.arange(count), torch.arange(count)] = False
+    log_prob = logits - torch.logsumexp(logits.masked_fill(~not_self, float("-inf")), dim=1,
+                                        keepdim=True)
+    positive = positive & not_self
+    mean_positive = (log_prob * positive).sum(1) / positive.sum(1).clamp(min=1)
+    return -mean_positive.mean()
+
+
+class INS(nn.Module):
+    def __init__(self, dim: int, width: int = 64, low_dim: int = 128, queue: int = 1024,
+                 moco_m: float = 0.999, proto_m: float = 0.9, temperature: float = 0.07,
+                 loss_weight: float = 0.5, prot_start: int = 1, noise: float = 0.1) -> None:
+        super().__init__()
+        self.net = InstanceNet(dim, width, low_dim)
+        self.key_net = copy.deepcopy(self.net)
+        for parameter in self.key_net.parameters():
+            parameter.requires_grad = False
+        self.register_buffer("queue", F.normalize(torch.randn(queue, low_dim), dim=1))
+        self.register_buffer("queue_scores", torch.randn(queue, 2))
+        self.register_buffer("queue_next", torch.zeros((), dtype=torch.long))
+        self.register_buffer("prototypes", torch.zeros(2, low_dim))
+        self.register_buffer("prototype_stage", torch.zeros((), dtype=torch.bool))
+        self.moco_m, self.proto_m, self.temperature = moco_m, proto_m, temperature
+        self.loss_weight, self.prot_start, self.noise = loss_weight, prot_start, noise
+        self._pending: tuple[torch.Tensor, ...] | None = None
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.net(X)
+        positive = logits.softmax(-1)[..., 1] * mask  # [B, N]
+        p = positive.sum(1) / mask.sum(1).clamp(min=1)
+        p = p.clamp(1e-6, 1 - 1e-6)
+        return torch.log(p) - torch.log1p(-p)
+
+    def batch_loss(self, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        noisy = X + self.noise * instance_normal(X, X.shape[-1])
+        x, x_key = X[mask], noisy[mask]  # [I, D], real instances bag by bag
+        bag_positive = (y[:, None] > 0.5).expand_as(mask)[mask]  # [I]
+        partial = torch.stack([torch.ones_like(bag_positive), bag_positive], dim=1).float()
+
+        logits, q = self.net(x)
+        scores = logits.softmax(-1).detach() * partial  # classifier, within the partial set
+        with torch.no_grad():
+            _, k = self.key_net(x_key)
+        if bool(self.prototype_stage):
+            prototype_label = ((q.detach() @ self.prototypes.T).softmax(-1) * partial).argmax(1)
+            target = F.one_hot(prototype_label, 2).float()
+            pseudo = torch.cat([scores.argmax(1), scores.argmax(1),
+                                self.queue_scores.argmax(1)])
+            same = pseudo[:q.shape[0], None] == pseudo[None]
+            contrast = supervised_contrast(q, torch.cat([q, k, self.queue]), same,
+                                           self.temperature)
+        else:
+            target = partial / partial.sum(1, keepdim=True)
+            moco = torch.cat([(q * k).sum(1, keepdim=True), q @ self.queue.T], dim=1)
+            contrast = F.cross_entropy(moco / self.temperature,
+                                       torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+        classification = -(target * F.log_softmax(logits, -1)).sum(1).mean()
+        self._pending = (q.detach(), scores.argmax(1), k, scores)
+        return classification + self.loss_weight * contrast
+
+    @torch.no_grad()
+    def on_train_batch_end(self, progress: object) -> None:
+        """Momentum encoder, prototypes and queue, from the step just taken."""
+        for own, key in zip(self.net.parameters(), self.key_net.parameters(), strict=True):
+            key.mul_(self.moco_m).add_(own.detach(), alpha=1 - self.moco_m)
+        if self._pending is None:
+            return
+        q, label, k, scores = self._pending
+        self._pending = None
+        for c in range(2):
+            chosen = q[label == c]
+            m = chosen.shape[0]
+            if m:  # p <- m p + (1 - m) q, one instance after another
+                power = torch.arange(m - 1, -1, -1, device=q.device, dtype=q.dtype)
+                weights = (1 - self.proto_m) * self.proto_m ** power
+                self.prototypes[c] = self.proto_m ** m * self.prototypes[c] + weights @ chosen
+        self.prototypes.copy_(F.normalize(self.prototypes, dim=1))
+        slots = (self.queue_next + torch.arange(k.shape[0], device=k.device)) % self.queue.shape[0]
+        self.queue[slots[-self.queue.shape[0]:]] = k[-self.queue.shape[0]:]
+        self.queue_scores[slots[-self.queue.shape[0]:]] = scores[-self.queue.shape[0]:]
+        self.queue_next.copy_((self.queue_next + k.shape[0]) % self.queue.shape[0])
+
+    def on_train_epoch_end(self, progress: object) -> None:
+        if progress.epoch + 1 >= self.prot_start:
+            self.prototype_stage.fill_(True)
+
+
+SPEC = ModelSpec(
+    name="ins",
+    factory=INS,
+    citation="Qu et al., Rethinking Multiple Instance Learning for Whole Slide Image "
+             "Classification: A Good Instance Classifier is All You Need, IEEE TCSVT 2024",
+    respects=(),
+    stackable=False,
+    in_default_run=False,
+)
