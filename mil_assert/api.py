@@ -23,7 +23,7 @@ from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget, seed_list
 from mil_assert.files import write_json_atomic
 from mil_assert.loading import select_tests
 from mil_assert.report import build_report, contract_lines, format_matrix
-from mil_assert.results import CellResult
+from mil_assert.results import CellResult, untrained_lines, untrained_models
 from mil_assert.runner import CellsOutcome, Model, Run, load_models, run_cells
 from mil_assert.synthetic import TESTS
 from mil_assert.verdict import seed_outcome
@@ -59,8 +59,16 @@ class ComplianceReport:
 
     @property
     def failures(self) -> list[str]:
-        """One line per cell that fails the gate (see ``CellResult.gate_failure``)."""
-        return [r.gate_failure for r in self.results if r.gate_failure is not None]
+        """One line per cell that fails the gate (see ``CellResult.gate_failure``), then
+        one per model that learned nothing (``untrained``)."""
+        return ([r.gate_failure for r in self.results if r.gate_failure is not None]
+                + untrained_lines(self.results))
+
+    @property
+    def untrained(self) -> list[str]:
+        """Models that learned none of the training distributions of their cells: each
+        fails the gate (:func:`mil_assert.results.untrained_models`)."""
+        return untrained_models(self.results)
 
     @property
     def passed(self) -> bool:

@@ -11,7 +11,8 @@
 ``check`` trains and judges, as pytest does; ``dims`` does so at several instance
 dimensions (:mod:`mil_assert.dimensions`); ``render`` and ``merge`` never retrain, and
 ``benchmark`` only times training. Exit status: 0 success (for ``check``: every cell
-passes, is inconclusive, or matches its declaration), 1 ``check``'s gate failed, 2 bad
+passes, is inconclusive, or matches its declaration), 1 ``check``'s gate failed (6 when a
+model learned nothing), 2 bad
 input (one-line message), 130 ``check`` interrupted (the finished cells' report is
 still written).
 """
@@ -50,6 +51,7 @@ from mil_assert.report import (
     read_json,
     training_lines,
 )
+from mil_assert.results import LEARNED_NOTHING_STATUS
 from mil_assert.synthetic import TESTS
 
 
@@ -192,6 +194,8 @@ def check_command(args: argparse.Namespace) -> int:
     failed = len(report.failures)
     print(f"gate: {'passed' if report.passed else 'failed'} ({len(report.results)} cells, "
           f"{failed} failing)")
+    if report.untrained:
+        return LEARNED_NOTHING_STATUS
     return 0 if report.passed else 1
 
 

@@ -258,6 +258,12 @@ class ComplianceSession:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         suite = self.suite
+        if suite.worker is None and suite.results and session.exitstatus in (
+                pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            from mil_assert.results import LEARNED_NOTHING_STATUS, untrained_models
+
+            if untrained_models(suite.results):  # a model learned nothing: the gate fails
+                session.exitstatus = LEARNED_NOTHING_STATUS
         if suite.worker is not None or not suite.results or suite.report_path is None:
             return
         from mil_assert.files import write_json_atomic
@@ -279,6 +285,7 @@ class ComplianceSession:
                     f"outside the mil-assert repository run: {RUN_ANYWHERE}", yellow=True)
             return
         from mil_assert.report import contract_lines, format_matrix, training_lines
+        from mil_assert.results import untrained_lines
 
         terminalreporter.section(f"MIL compliance matrix (verdict, test AUC mean ± std "
                                  f"over {len(suite.seeds)} seeds)")
@@ -286,6 +293,8 @@ class ComplianceSession:
             terminalreporter.write_line(line)
         for line in contract_lines(suite.results):
             terminalreporter.write_line(line)
+        for line in untrained_lines(suite.results):
+            terminalreporter.write_line(f"FAILED {line}", red=True, bold=True)
         terminalreporter.write_line(settings(suite))
         for line in training_lines(suite.results):
             terminalreporter.write_line(line)

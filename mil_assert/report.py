@@ -18,7 +18,7 @@ from tabulate import tabulate
 import mil_assert
 from mil_assert import verdict
 from mil_assert.defaults import Budget
-from mil_assert.results import CellResult
+from mil_assert.results import CellResult, untrained_lines
 from mil_assert.synthetic import TESTS
 
 SCHEMA = "mil-assert/report/v1"
@@ -136,6 +136,7 @@ def build_report(results: Sequence[CellResult], models: Sequence[str], seeds: Se
                          "rule": "each seed is judged on its own; violation if at least "
                                  "violating_seeds seeds show the shortcut, pass if seeds "
                                  "that kept the ranking are a strict majority"},
+        "learned_nothing": untrained_lines(results),
         "results": [r.as_dict() for r in order_results(results, models)],
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,3 +108,28 @@ class CellResult:
             control_auc=summary(data.get("control_auc")), ran_on=data.get("ran_on"),
         )
 
+
+LEARNED_NOTHING_STATUS = 6
+"""Exit status of pytest (plugin, decorator) and ``mil-assert check`` when a model learned
+nothing (:func:`untrained_models`), also when other cells fail; an interrupt or a usage
+error keeps its own status. Distinct from pytest's own statuses (0-5) and from
+``check``'s (0, 1, 2, 130)."""
+
+
+def untrained_models(results: Sequence[CellResult]) -> list[str]:
+    """Models that learned none of the training distributions of the cells they ran
+    (:func:`mil_assert.verdict.learned_nothing` over every seed of their judged cells;
+    ``error`` cells fail the gate on their own and are not counted), in order."""
+    from mil_assert.verdict import learned_nothing
+
+    outcomes: dict[str, list[str]] = {}
+    for result in results:
+        outcomes.setdefault(result.model, []).extend(result.seed_outcomes())
+    return [model for model, seen in outcomes.items() if learned_nothing(seen)]
+
+
+def untrained_lines(results: Sequence[CellResult]) -> list[str]:
+    """The gate's one line for each model that learned nothing (:func:`untrained_models`)."""
+    from mil_assert.verdict import LEARNED_NOTHING
+
+    return [f"learned nothing: {model}: {LEARNED_NOTHING}" for model in untrained_models(results)]

@@ -15,12 +15,16 @@ with the labels unswapped, which any MIL model can learn, trained with the same 
 seeds and budget. A seed that did not learn the control (validation AUC below
 ``LEARNED_AUC``) cannot show that the model was unable to learn the swapped rule; it is
 ``unlearned`` and says nothing, like a seed of a shift test that did not learn.
+
+The gate also judges each model as a whole (:func:`learned_nothing`): a model none of
+whose seeds learned any training distribution (every seed of every judged cell
+``unlearned``) fails, whatever its cells' verdicts.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from mil_assert.defaults import MIN_SEEDS
 from mil_assert.synthetic.catalog import TestKind
@@ -168,6 +172,29 @@ def fragile(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float
                 if _judge_votes(kind, changed, n)[0] != verdict:
                     return True
     return False
+
+
+LEARNED_NOTHING = "the model learned none of the training distributions: check that it trains"
+"""The gate's line for a model that learned nothing (:func:`learned_nothing`)."""
+
+
+def learned_nothing(outcomes: Iterable[str]) -> bool:
+    """Whether a model learned nothing: the seed outcomes of all its judged cells are
+    ``unlearned``, every one (and there is at least one).
+
+    Every seed of every shift test stayed below validation AUC 0.75, and every seed of
+    ``label_swap`` below 0.75 on its capacity control (and at most 0.6 on the swapped
+    rule): the model did not train, so no cell could reach a verdict, and the gate fails
+    (a constant model, or one whose trained part never reaches the logit, would
+    otherwise pass with every cell inconclusive). A model with any seed that learned
+    something (kept, lost, inverted, learned or not learned) is judged cell by cell.
+    """
+    seen = False
+    for outcome in outcomes:
+        if outcome != UNLEARNED:
+            return False
+        seen = True
+    return seen
 
 
 def _judge_votes(kind: TestKind, votes: Counter[str], n: int) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from mil_assert.verdict import (
     LEARNED_AUC,
     fragile,
     judge,
+    learned_nothing,
     near_threshold,
     seed_outcome,
     seed_outcomes,
@@ -106,6 +107,26 @@ def test_an_unlearnable_test_needs_its_control():
         judge("unlearnable", [0.5] * 3, [0.5] * 3)
     with pytest.raises(ValueError, match="per seed"):
         seed_outcomes("unlearnable", [0.5] * 3, [0.5] * 3, [0.9] * 2)
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        ([("shift", [0.5] * 3, [0.5] * 3, None), ("unlearnable", [0.5] * 3, [0.5] * 3,
+                                                   [0.5] * 3)], True),  # a constant model
+        ([("shift", [0.6] * 3, [0.5] * 3, None)], True),  # one test, nothing learned
+        ([("shift", [0.5] * 3, [0.5] * 3, None), ("unlearnable", [0.5] * 3, [0.5] * 3,
+                                                   [0.9, 0.5, 0.5])], False),  # one control
+        ([("shift", [0.5, 0.5, 0.9], [0.5, 0.5, 0.9], None)], False),  # one seed kept
+        ([("shift", [0.6] * 3, [0.1, 0.5, 0.5], None)], False),  # inverted: a shortcut
+        ([("unlearnable", [0.5] * 3, [0.5] * 3, None)], False),  # no control recorded
+        ([], False),  # nothing judged (every cell an error): the errors fail the gate
+    ],
+)
+def test_a_model_learned_nothing_when_no_seed_of_any_cell_learned(cells, expected):
+    outcomes = [o for kind, val, test, control in cells
+                for o in seed_outcomes(kind, val, test, control)]
+    assert learned_nothing(outcomes) is expected
 
 
 def test_a_verdict_needs_two_seeds_and_paired_aucs():
