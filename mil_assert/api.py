@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,8 @@ def check(
     jobs: int = 1,
     progress: bool = True,
     base_dir: str | os.PathLike[str] | None = None,
+    executor: str = "processes",
+    address: str | None = None,
 ) -> ComplianceReport:
     """Train and judge ``models`` on the algorithmic unit tests; return the report.
 
@@ -150,6 +152,11 @@ def check(
         jobs: worker processes; results equal ``jobs=1``.
         progress: show a progress bar with ETA (tqdm).
         base_dir: where model strings' relative paths start (default: current directory).
+        executor: ``"processes"`` (this machine) or ``"ray"``: one Ray task per cell
+            (:mod:`mil_assert.ray_executor`; ``pip install "mil-assert[ray]"``), with the
+            same per-seed AUCs.
+        address: the Ray cluster (``"auto"``, ``"HOST:PORT"``, ``"ray://HOST:PORT"``;
+            default ``$RAY_ADDRESS``, else a new local Ray instance).
 
     Raises:
         ValueError: a model that cannot be loaded, an unknown test, too few seeds, a bad
@@ -160,26 +167,38 @@ def check(
     """
     if jobs < 1:
         raise ValueError(f"jobs={jobs}: give at least one worker process")
-    loaded, names, run = prepare(models, tests, seeds, device, budget, dim, base_dir)
-    outcome = run_cells(loaded, names, run, jobs=jobs, progress=progress)
+    loaded, names, run = prepare(models, tests, seeds, device, budget, dim, base_dir,
+                                 executor, address)
+    outcome = run_cells(loaded, names, run, jobs=jobs, progress=progress, executor=executor,
+                        address=address)
     return report_of(outcome, [m.spec.name for m in loaded], run)
 
 
 def prepare(
     models: Any, tests: str | Sequence[str] | None, seeds: int | Sequence[int], device: str,
     budget: Mapping[str, Any] | None = None, dim: int = INSTANCE_DIM,
-    base_dir: str | os.PathLike[str] | None = None,
+    base_dir: str | os.PathLike[str] | None = None, executor: str = "processes",
+    address: str | None = None,
 ) -> tuple[list[Model], list[str], Run]:
     """Load and check everything a run needs before any training; bad input raises
-    ``ValueError`` naming it. ``"auto"`` is resolved to the device it means here."""
+    ``ValueError`` naming it. ``"auto"`` is resolved to the device it means here (with
+    ``executor="ray"``: on the cluster at ``address``, which is connected to here)."""
     from mil_assert.harness import resolve_device
+
+    if executor not in ("processes", "ray"):
+        raise ValueError(f"executor={executor!r}: use 'processes' or 'ray'")
 
     loaded = load_models(models, Path.cwd() if base_dir is None else Path(base_dir))
     names = select_tests(tests)
-    resolved = resolve_device(device)  # a CUDA request without CUDA fails here, once
+    # a CUDA request without CUDA fails here, once (on Ray: in connect, for the cluster)
+    resolved = resolve_device(device) if executor == "processes" else None
     run = Run(seeds=tuple(seed_list(seeds) if isinstance(seeds, int) else _seeds(seeds)),
               budget=Budget().with_overrides(budget or {}), dim=_dim(dim),
-              device=resolved.type if device == "auto" else device)
+              device=resolved.type if resolved is not None and device == "auto" else device)
+    if executor == "ray":
+        from mil_assert.ray_executor import connect
+
+        run = replace(run, device=connect(address, device))
     return loaded, names, run
 
 

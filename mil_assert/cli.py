@@ -1,9 +1,10 @@
 """The ``mil-assert`` command: judge models; re-render and merge saved reports; benchmark.
 
     mil-assert check MODEL [MODEL ...] [--tests T,...] [--seeds S] [--device D] [--dim D]
-                     [--report PATH.json] [--jobs N] [--quiet]
+                     [--report PATH.json] [--jobs N | --executor ray [--address A]] [--quiet]
     mil-assert dims [MODEL ...] [--dims 8,16,32,64,256,1024] [--seeds S] [--confirm-seeds S]
-                    [--tests T,...] [--device D] [--report PATH.json] [--jobs N] [--quiet]
+                    [--tests T,...] [--device D] [--report PATH.json]
+                    [--jobs N | --executor ray [--address A]] [--quiet]
     mil-assert render REPORT.json --format md|tex|csv|png|method|bib|all [--validation] [-o OUT]
     mil-assert merge A.json B.json [...] -o MERGED.json
     mil-assert benchmark [--model abmil] [--test single_concept] [--seeds 8] [--repeats 3]
@@ -134,7 +135,24 @@ def add_run_options(command: argparse.ArgumentParser, seeds_help: str,
     command.add_argument("--report", default=None, metavar="PATH.json", help=report_help)
     command.add_argument("--jobs", type=positive, default=1, metavar="N",
                          help="cells in N worker processes; results equal --jobs 1 (default 1)")
+    command.add_argument("--executor", choices=("processes", "ray"), default="processes",
+                         help="processes (default: this machine, --jobs) or ray: one Ray task "
+                              "per cell on a Ray cluster, same results (pip install "
+                              "\"mil-assert[ray]\")")
+    command.add_argument("--address", default=None, metavar="A",
+                         help="with --executor ray: the cluster, auto (started with `ray "
+                              "start` here), HOST:PORT or ray://HOST:PORT (default "
+                              "$RAY_ADDRESS, else a new local Ray instance)")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def where_cells_run(args: argparse.Namespace) -> str:
+    """The header's last item: the worker processes, or the Ray cluster."""
+    if args.executor == "ray":
+        from mil_assert.ray_executor import describe_cluster
+
+        return describe_cluster()
+    return f"{args.jobs} job(s)"
 
 
 def positive(text: str) -> int:
@@ -172,13 +190,15 @@ def check_command(args: argparse.Namespace) -> int:
     from mil_assert.api import prepare, report_of
     from mil_assert.runner import run_cells
 
-    models, tests, run = prepare(args.models, args.tests, args.seeds, args.device, dim=args.dim)
+    models, tests, run = prepare(args.models, args.tests, args.seeds, args.device, dim=args.dim,
+                                 executor=args.executor, address=args.address)
     if args.report is not None:
         check_writable(args.report)
     print(f"mil-assert check: {', '.join(m.spec.name for m in models)} on {', '.join(tests)}; "
           f"{len(run.seeds)} seeds per cell; device {run.device}; D = {run.dim}; "
-          f"{args.jobs} job(s)", flush=True)
-    outcome = run_cells(models, tests, run, jobs=args.jobs, progress=not args.quiet)
+          f"{where_cells_run(args)}", flush=True)
+    outcome = run_cells(models, tests, run, jobs=args.jobs, progress=not args.quiet,
+                        executor=args.executor, address=args.address)
     report = report_of(outcome, [m.spec.name for m in models], run)
     if report.results:
         print("\n".join([report.matrix, *contract_lines(report.results),
@@ -205,16 +225,18 @@ def dims_command(args: argparse.Namespace) -> int:
 
     dims = check_dims(args.dims.split(","))
     models, tests, run = prepare(args.models or list(builtin_models()), args.tests,
-                                 args.seeds, args.device)
+                                 args.seeds, args.device, executor=args.executor,
+                                 address=args.address)
     seed_list(args.confirm_seeds)
     if args.report is not None:
         check_writable(args.report)
     print(f"mil-assert dims: {', '.join(m.spec.name for m in models)} on {', '.join(tests)}; "
           f"D = {', '.join(map(str, dims))}; {len(run.seeds)} seeds, {args.confirm_seeds} "
           f"for positive controls and cells fragile or near a threshold; device "
-          f"{run.device}; {args.jobs} job(s)", flush=True)
+          f"{run.device}; {where_cells_run(args)}", flush=True)
     data = sweep(models, tests, run, dims=dims, confirm_seeds=args.confirm_seeds,
-                 jobs=args.jobs, progress=not args.quiet, report=args.report)
+                 jobs=args.jobs, progress=not args.quiet, report=args.report,
+                 executor=args.executor, address=args.address)
     print(format_sweep(data), end="")
     if args.report is not None:
         print(f"result written to {args.report}")

@@ -77,12 +77,14 @@ def sweep(
     confirm_seeds: int = CONFIRM_SEEDS, jobs: int = 1, progress: bool = True,
     report: str | os.PathLike[str] | None = None,
     announce: Callable[[str], None] = print,
+    executor: str = "processes", address: str | None = None,
 ) -> dict[str, Any]:
     """Screen and confirm every cell at every D; return the sweep's JSON-ready dict.
 
     ``run.dim`` is ignored (each D of ``dims`` is used in turn). With ``report``, the
     result is written after every D, so an interrupted sweep keeps the dimensions it
-    finished; ``"interrupted": true`` marks it.
+    finished; ``"interrupted": true`` marks it. ``executor`` and ``address``: where the
+    cells run (:func:`mil_assert.runner.run_cells`).
     """
     more_seeds = tuple(seed_list(confirm_seeds))
     names = [m.spec.name for m in models]
@@ -98,7 +100,8 @@ def sweep(
         announce(f"D = {dim}: screening {len(models) * len(tests)} cells with "
                  f"{len(run.seeds)} seeds")
         screened = run_cell_list([(m, t) for m in models for t in tests],
-                                 Run(run.seeds, run.budget, dim, run.device), jobs, progress)
+                                 Run(run.seeds, run.budget, dim, run.device), jobs, progress,
+                                 executor, address)
         reasons = {(r.model, r.test): why for r in screened.results
                    if (why := needs_confirmation(specs[r.model], r)) is not None}
         confirmed = None
@@ -109,7 +112,7 @@ def sweep(
                      f"seeds ({kinds})")
             confirmed = run_cell_list([(by_name[m], t) for m, t in reasons],
                                       Run(more_seeds, run.budget, dim, run.device), jobs,
-                                      progress)
+                                      progress, executor, address)
         final = {(r.model, r.test): r for r in screened.results}
         screens = {}
         for r in confirmed.results if confirmed is not None else ():

@@ -68,27 +68,36 @@ class CellsOutcome:
 
 
 def run_cells(models: Sequence[Model], tests: Sequence[str], run: Run, jobs: int = 1,
-              progress: bool = True) -> CellsOutcome:
+              progress: bool = True, executor: str = "processes",
+              address: str | None = None) -> CellsOutcome:
     """Train and judge every (model, test) cell; model-major, tests in the given order.
 
     Args:
         jobs: worker processes (1: in this process).
         progress: show a progress bar over the cells (tqdm, on standard error) with its
             ETA; in this process it advances after every training epoch.
+        executor: ``"processes"`` (this machine, ``jobs`` processes) or ``"ray"``: one
+            Ray task per cell on the cluster at ``address`` (:mod:`mil_assert.ray_executor`;
+            ``jobs`` is then unused).
     """
     return run_cell_list([(model, test) for model in models for test in tests], run, jobs,
-                         progress)
+                         progress, executor, address)
 
 
 def run_cell_list(cells: Sequence[tuple[Model, str]], run: Run, jobs: int = 1,
-                  progress: bool = True) -> CellsOutcome:
+                  progress: bool = True, executor: str = "processes",
+                  address: str | None = None) -> CellsOutcome:
     """Train and judge the given ``(model, test)`` cells; see :func:`run_cells`."""
     cells = list(cells)
     bar = tqdm(total=len(cells), unit="cell", disable=not progress, dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.1f}/{total} cells [{elapsed}<{remaining}]{postfix}")
     results: list[CellResult] = []
     try:
-        if jobs <= 1 or len(cells) <= 1:
+        if executor == "ray":
+            from mil_assert.ray_executor import run_on_ray
+
+            run_on_ray(cells, run, bar, results, address)
+        elif jobs <= 1 or len(cells) <= 1:
             _run_here(cells, run, bar, results)
         else:
             _run_in_processes(cells, run, jobs, bar, results)
