@@ -162,8 +162,23 @@ def check_contract(model: nn.Module, dim: int, seed: int = 0) -> ContractOutcome
                                               "permuted bags"))
         _check_training_mode(model, bags, others, width, generator)
     except ContractBroken as broken:
-        return ContractOutcome(broken.prop, str(broken), order_change)
+        return ContractOutcome(broken.prop, str(broken) + _fix(model, broken), order_change)
     return ContractOutcome(None, "ok", order_change)
+
+
+def _fix(model: nn.Module, broken: ContractBroken) -> str:
+    """The option that judges a model written for one bag per call, where the breakage
+    looks like one: a batched call it cannot take, or padding it reads."""
+    if getattr(model, "input", "batch") != "batch":
+        return ""
+    message = str(broken)
+    if broken.prop == "output" and "TypeError" in message and "argument" in message:
+        return ("; if forward takes one bag per call (x [N, D] or [1, N, D]) and no mask, "
+                "set @input=bag or @input=bag1")
+    if broken.prop == "padding":
+        return ("; a model that takes no mask, or reads every row it is given, is judged one "
+                "unpadded bag at a time with @input=bag1 (forward(x [1, N, D])) or @input=bag")
+    return ""
 
 
 def _check_training_mode(model: nn.Module, bags: list[torch.Tensor],

@@ -341,6 +341,11 @@ class GroupOutcome:
     val_aucs: list[float]
     test_aucs: list[float]
     stopped: Stopped | None = None
+    within_unit_interval: bool = False
+    """Every validation logit lies in [0, 1]: read as logits, these look like
+    probabilities (a trained logit model gives its negatives logits below 0)."""
+    vmap_fallback: str | None = None
+    """Why ``torch.func.vmap`` could not run a one-bag model (its bags ran one by one)."""
 
 
 def train_group(group: Group, budget: Budget, on_step: Callable[[], None] | None = None,
@@ -366,7 +371,11 @@ def train_group(group: Group, budget: Budget, on_step: Callable[[], None] | None
         test = predict(group.model, group.test)
     val_y, test_y = group.val.y.cpu().numpy(), group.test.y.cpu().numpy()
     return GroupOutcome([roc_auc(val[s], val_y[s]) for s in range(len(group.seeds))],
-                        [roc_auc(test[s], test_y[s]) for s in range(len(group.seeds))])
+                        [roc_auc(test[s], test_y[s]) for s in range(len(group.seeds))],
+                        within_unit_interval=bool(((val >= 0) & (val <= 1)).all()
+                                                  and (val.amax(1) > val.amin(1)).all()),
+                        vmap_fallback=getattr(getattr(group.model, "bag_map", None),
+                                              "fallback", None))
 
 
 class CellClock:
@@ -439,6 +448,7 @@ def run_cell(
     where, how = "", ""
     contract: ContractOutcome | None = None
     clock: CellClock | None = None
+    probabilities = False
     try:
         cell_budget = budget.with_overrides(spec.budget)
         where = f"seed {seeds[0]}: "
@@ -472,6 +482,12 @@ def run_cell(
                         cell_budget, seeds[:len(done)], group, outcome.stopped,
                         [seed for later in groups[i + 1:] for seed in later.seeds]))
                 val, tst = outcome.val_aucs, outcome.test_aucs
+                probabilities = probabilities or (outcome.within_unit_interval and not label)
+                if outcome.vmap_fallback and "vmap" not in how:
+                    how += (f"; vmap could not run the model, so its bags ran one by one "
+                            f"({outcome.vmap_fallback})")
+                    if note is not None:
+                        note(f"{spec.name}: {how.split('; ', 1)[1]}")
                 if label:
                     control_aucs += val
                 else:
@@ -480,6 +496,9 @@ def run_cell(
             del groups
         verdict, message = judge(test.kind, val_aucs, test_aucs,
                                  control_aucs if test.kind == "unlearnable" else None)
+        if probabilities and spec.output == "logit":
+            message += (" (every validation logit lies in [0, 1] after training: if forward "
+                        "returns probabilities, set @output=probability)")
         where = ""
     except ContractFailed as failed:
         verdict, message = "error", f"contract broken before training: {failed}"

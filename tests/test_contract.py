@@ -229,3 +229,40 @@ def re_escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+# --- errors that name the fix ---------------------------------------------------------------
+
+def test_a_one_bag_model_called_batched_is_told_to_set_input():
+    [spec] = resolve_models("tests/authors_style.py:Attention", REPO)
+    message = check_contract(build_model(spec, 0, 8), 8).message
+    assert message.startswith("output: forward failed on a batch of bags of sizes 1-16: "
+                              "TypeError: ")
+    assert message.endswith("set @input=bag or @input=bag1")
+
+
+def test_a_model_that_reads_padding_is_pointed_to_one_bag_input():
+    message = check_contract(build_model(toy_models.leaks_padding, 0, 8), 8).message
+    assert message.startswith("padding: ")
+    assert "judged one unpadded bag at a time with @input=bag1" in message
+
+
+def test_probabilities_read_as_logits_are_pointed_to_output_probability():
+    [as_logits, as_probabilities] = resolve_models(
+        "tests/authors_style.py:Attention@input=bag1,"
+        "tests/authors_style.py:Attention@input=bag1@output=probability", REPO)
+    budget = mil_assert.Budget(n_train_bags=64, n_eval_bags=64, epochs=2)
+    hint = "if forward returns probabilities, set @output=probability"
+    assert hint in run_cell(as_logits, TESTS["single_concept"], [0, 1], budget, 8, CPU).message
+    assert hint not in run_cell(as_probabilities, TESTS["single_concept"], [0, 1], budget, 8,
+                                CPU).message
+
+
+def test_a_model_vmap_cannot_run_says_why_once():
+    notes = []
+    budget = mil_assert.Budget(n_train_bags=64, n_eval_bags=64, epochs=2)
+    result = run_cell(toy_models.reads_a_python_number, TESTS["single_concept"], [0, 1],
+                      budget, 8, CPU, note=notes.append)
+    assert result.verdict != "error", result.message
+    assert "; vmap could not run the model, so its bags ran one by one (" in result.training
+    assert sum("vmap could not run the model" in line for line in notes) == 1

@@ -210,3 +210,15 @@ leaks_padding_slightly = ModelSpec(name="leaks_padding_slightly", factory=LeaksP
                                    budget=TINY_BUDGET)
 mixes_bags_slightly = ModelSpec(name="mixes_bags_slightly", factory=MixesBagsSlightly,
                                 budget=TINY_BUDGET)
+
+
+class ReadsAPythonNumber(OneBagDropoutAttention):
+    """One bag per call, with ``.item()`` in forward, which ``torch.func.vmap`` cannot run."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 if x.abs().max().item() < 1e6 else 0.0
+        return super().forward(x) * scale
+
+
+reads_a_python_number = ModelSpec(name="reads_a_python_number", factory=ReadsAPythonNumber,
+                                  input="bag1", budget=TINY_BUDGET)
