@@ -47,11 +47,13 @@ BIBTEX = r"""@inproceedings{raff2023reproducibility,
   year    = {2010}
 }
 
-@software{mil_assert,
-  title   = {mil-assert: algorithmic unit tests for deep Multiple Instance Learning models},
+@misc{mil_assert,
+  author = {{mil-assert developers}},
+  title = {mil-assert: algorithmic unit tests for deep Multiple Instance Learning models},
+  howpublished = {Python package, version VERSION},
   version = {VERSION},
-  year    = {2026},
-  note    = {Apache-2.0}
+  year = {2026},
+  note = {Apache-2.0}
 }
 """
 

@@ -109,17 +109,25 @@ def test_an_undeclared_violation_fails_the_gate():
     assert report.failures[0].startswith("MIL violation: shortcut_undeclared on single_concept")
 
 
-def test_jobs_give_the_same_results_as_one_job(capsys):
+def test_jobs_give_the_same_results_as_one_job(capsys, tmp_path):
     args = [f"{TOY}:tiny_max", "--tests", "single_concept,label_swap", "--seeds", "2",
             "--quiet"]
-    code_one, one, _ = cli(capsys, *args)
-    code_two, two, _ = cli(capsys, *args, "--jobs", "2")
+    code_one, _, _ = cli(capsys, *args, "--report", str(tmp_path / "one.json"))
+    code_two, _, _ = cli(capsys, *args, "--jobs", "2", "--report", str(tmp_path / "two.json"))
     assert code_one == code_two == 0
 
-    def matrix(out: str) -> list[str]:
-        return [line for line in out.splitlines() if line.startswith("|")]
+    def per_seed(name: str) -> list[tuple]:
+        """Each cell's verdict and its per-seed AUCs, seed by seed, unrounded."""
+        cells = json.loads((tmp_path / name).read_text())["results"]
+        return [(c["model"], c["test"], c["verdict"], c["seeds"],
+                 *(None if c[key] is None else c[key]["per_seed"]
+                   for key in ("val_auc", "test_auc", "control_auc"))) for c in cells]
 
-    assert matrix(one) == matrix(two) and len(matrix(one)) == 3
+    one = per_seed("one.json")
+    assert one == per_seed("two.json")
+    assert [cell[:2] for cell in one] == [("tiny_max", "single_concept"),
+                                          ("tiny_max", "label_swap")]
+    assert all(len(cell[4]) == 2 for cell in one) and one[1][6] is not None
 
 
 # --- bad input: mil-assert check and the API -----------------------------------------
