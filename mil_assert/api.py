@@ -21,8 +21,9 @@ from typing import Any
 
 from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget, seed_list
 from mil_assert.files import write_json_atomic
+from mil_assert.interrupts import signal_name
 from mil_assert.loading import select_tests
-from mil_assert.report import build_report, contract_lines, format_matrix
+from mil_assert.report import build_report, contract_lines, format_matrix, interruption
 from mil_assert.results import CellResult, untrained_lines, untrained_models
 from mil_assert.runner import CellsOutcome, Model, Run, load_models, run_cells
 from mil_assert.synthetic import TESTS
@@ -39,8 +40,12 @@ class ComplianceReport:
         models: model names, in the order given.
         seeds, budget, dim, device: the run's settings (``budget`` before each model's
             own overrides, which each cell records).
-        interrupted: the run was stopped (KeyboardInterrupt) before every cell finished.
+        interrupted: the run was stopped (Ctrl-C, SIGTERM or SIGHUP) before every cell
+            finished.
         cells: how many cells the run was asked for.
+        tests: the tests the run was asked for, in report order.
+        stopped_by: the signal that stopped an interrupted run (``"SIGINT"`` for Ctrl-C,
+            ``"SIGTERM"``, ``"SIGHUP"``), else ``None``.
     """
 
     results: tuple[CellResult, ...]
@@ -51,6 +56,8 @@ class ComplianceReport:
     device: str
     interrupted: bool = False
     cells: int = 0
+    tests: tuple[str, ...] = ()
+    stopped_by: str | None = None
 
     @property
     def matrix(self) -> str:
@@ -78,11 +85,17 @@ class ComplianceReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON report (schema ``mil-assert/report/v1``), as written by ``save``."""
-        return build_report(self.results, self.models, self.seeds, self.budget, self.dim,
-                            self.device)
+        asked = [(model, test) for model in self.models for test in self.tests]
+        return build_report(
+            self.results, self.models, self.seeds, self.budget, self.dim, self.device,
+            tests=self.tests or None,
+            interrupted=interruption(self.stopped_by or "SIGINT", self.results,
+                                     asked if self.tests else None)
+            if self.interrupted else None)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the JSON report atomically (temporary file, then rename)."""
+        """Write the JSON report atomically (temporary file, synced, then renamed), with
+        the permissions the umask gives; a missing parent folder is created."""
         return write_json_atomic(self.as_dict(), path)
 
     def to_frame(self) -> Any:
@@ -135,6 +148,7 @@ def check(
     base_dir: str | os.PathLike[str] | None = None,
     executor: str = "processes",
     address: str | None = None,
+    max_seconds: float | None = None,
 ) -> ComplianceReport:
     """Train and judge ``models`` on the algorithmic unit tests; return the report.
 
@@ -152,6 +166,9 @@ def check(
         jobs: worker processes; results equal ``jobs=1``.
         progress: show a progress bar with ETA (tqdm).
         base_dir: where model strings' relative paths start (default: current directory).
+        max_seconds: a time limit per seed of training (``Budget.max_seconds``; default
+            none); a seed that exceeds it stops, the seeds that finished are kept. A
+            model's own ``ModelSpec.budget`` may set its own.
         executor: ``"processes"`` (this machine) or ``"ray"``: one Ray task per cell
             (:mod:`mil_assert.ray_executor`; ``pip install "mil-assert[ray]"``), with the
             same per-seed AUCs.
@@ -162,23 +179,24 @@ def check(
         ValueError: a model that cannot be loaded, an unknown test, too few seeds, a bad
             budget field or device; the message names what is wrong.
 
-    A KeyboardInterrupt stops the run; the report of the finished cells is returned with
-    ``interrupted=True``.
+    A KeyboardInterrupt, SIGTERM or SIGHUP (handled so while the cells run) stops the
+    run and its worker processes; the report of the finished cells is returned with
+    ``interrupted=True`` and ``stopped_by`` naming the signal.
     """
     if jobs < 1:
         raise ValueError(f"jobs={jobs}: give at least one worker process")
     loaded, names, run = prepare(models, tests, seeds, device, budget, dim, base_dir,
-                                 executor, address)
+                                 executor, address, max_seconds)
     outcome = run_cells(loaded, names, run, jobs=jobs, progress=progress, executor=executor,
                         address=address)
-    return report_of(outcome, [m.spec.name for m in loaded], run)
+    return report_of(outcome, [m.spec.name for m in loaded], run, names)
 
 
 def prepare(
     models: Any, tests: str | Sequence[str] | None, seeds: int | Sequence[int], device: str,
     budget: Mapping[str, Any] | None = None, dim: int = INSTANCE_DIM,
     base_dir: str | os.PathLike[str] | None = None, executor: str = "processes",
-    address: str | None = None,
+    address: str | None = None, max_seconds: float | None = None,
 ) -> tuple[list[Model], list[str], Run]:
     """Load and check everything a run needs before any training; bad input raises
     ``ValueError`` naming it. ``"auto"`` is resolved to the device it means here (with
@@ -193,7 +211,8 @@ def prepare(
     # a CUDA request without CUDA fails here, once (on Ray: in connect, for the cluster)
     resolved = resolve_device(device) if executor == "processes" else None
     run = Run(seeds=tuple(seed_list(seeds) if isinstance(seeds, int) else _seeds(seeds)),
-              budget=Budget().with_overrides(budget or {}), dim=_dim(dim),
+              budget=with_time_limit(Budget().with_overrides(budget or {}), max_seconds),
+              dim=_dim(dim),
               device=resolved.type if resolved is not None and device == "auto" else device)
     if executor == "ray":
         from mil_assert.ray_executor import connect
@@ -202,13 +221,27 @@ def prepare(
     return loaded, names, run
 
 
-def report_of(outcome: CellsOutcome, models: Sequence[str], run: Run) -> ComplianceReport:
+def with_time_limit(budget: Budget, max_seconds: float | None) -> Budget:
+    """``budget`` with the route's time limit per seed (``--max-seconds``,
+    ``--mil-max-seconds``, ``max_seconds=``); ``None`` leaves it as it is. A bad value is
+    a ``ValueError`` naming it."""
+    if max_seconds is None:
+        return budget
+    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)):
+        raise ValueError(f"max_seconds={max_seconds!r}: give a time limit per seed in "
+                         f"seconds, or None for no limit")
+    return replace(budget, max_seconds=float(max_seconds))
+
+
+def report_of(outcome: CellsOutcome, models: Sequence[str], run: Run,
+              tests: Sequence[str]) -> ComplianceReport:
     from mil_assert.report import order_results
 
     return ComplianceReport(
         results=tuple(order_results(outcome.results, models)), models=tuple(models),
         seeds=run.seeds, budget=run.budget, dim=run.dim, device=run.device,
-        interrupted=outcome.interrupted, cells=outcome.total)
+        interrupted=outcome.interrupted, cells=outcome.total, tests=tuple(tests),
+        stopped_by=None if outcome.signal is None else signal_name(outcome.signal))
 
 
 def _seeds(seeds: Sequence[int]) -> list[int]:

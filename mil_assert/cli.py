@@ -1,10 +1,11 @@
 """The ``mil-assert`` command: judge models; re-render and merge saved reports; benchmark.
 
     mil-assert check MODEL [MODEL ...] [--tests T,...] [--seeds S] [--device D] [--dim D]
-                     [--report PATH.json] [--jobs N | --executor ray [--address A]] [--quiet]
+                     [--report PATH.json] [--jobs N | --executor ray [--address A]]
+                     [--max-seconds T] [--quiet]
     mil-assert dims [MODEL ...] [--dims 8,16,32,64,256,1024] [--seeds S] [--confirm-seeds S]
                     [--tests T,...] [--device D] [--report PATH.json]
-                    [--jobs N | --executor ray [--address A]] [--quiet]
+                    [--jobs N | --executor ray [--address A]] [--max-seconds T] [--quiet]
     mil-assert render REPORT.json --format md|tex|csv|png|method|bib|all [--validation] [-o OUT]
     mil-assert merge A.json B.json [...] -o MERGED.json
     mil-assert benchmark [--model abmil] [--test single_concept] [--seeds 8] [--repeats 3]
@@ -14,13 +15,15 @@ dimensions (:mod:`mil_assert.dimensions`); ``render`` and ``merge`` never retrai
 ``benchmark`` only times training. Exit status: 0 success (for ``check``: every cell
 passes, is inconclusive, or matches its declaration), 1 ``check``'s gate failed (6 when a
 model learned nothing), 2 bad
-input (one-line message), 130 ``check`` interrupted (the finished cells' report is
-still written).
+input (one-line message); interrupted, 128 + the signal's number: 130 Ctrl-C (SIGINT),
+143 SIGTERM, 129 SIGHUP (``check`` and ``dims`` stop their workers and still write the
+finished cells' report, marked interrupted).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -40,8 +43,15 @@ from mil_assert.dimensions import (
 )
 from mil_assert.dimensions import SCHEMA as DIMS_SCHEMA
 from mil_assert.figure import plot_report
-from mil_assert.files import check_writable, write_json_atomic
+from mil_assert.files import check_writable, write_json_atomic, write_text_atomic
 from mil_assert.harness import resolve_device
+from mil_assert.interrupts import (
+    exit_status,
+    last_stop_signal,
+    signal_name,
+    signal_of,
+    signals_interrupt,
+)
 from mil_assert.loading import ModelSpecError, resolve_models
 from mil_assert.render import TEXT_FORMATS, render
 from mil_assert.report import (
@@ -143,6 +153,9 @@ def add_run_options(command: argparse.ArgumentParser, seeds_help: str,
                          help="with --executor ray: the cluster, auto (started with `ray "
                               "start` here), HOST:PORT or ray://HOST:PORT (default "
                               "$RAY_ADDRESS, else a new local Ray instance)")
+    command.add_argument("--max-seconds", type=positive_seconds, default=None, metavar="T",
+                         help="a time limit per seed of training, in seconds (default: none); "
+                              "a seed past it stops and the finished seeds are kept")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -153,6 +166,16 @@ def where_cells_run(args: argparse.Namespace) -> str:
 
         return describe_cluster()
     return f"{args.jobs} job(s)"
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def positive(text: str) -> int:
@@ -191,7 +214,8 @@ def check_command(args: argparse.Namespace) -> int:
     from mil_assert.runner import run_cells
 
     models, tests, run = prepare(args.models, args.tests, args.seeds, args.device, dim=args.dim,
-                                 executor=args.executor, address=args.address)
+                                 executor=args.executor, address=args.address,
+                                 max_seconds=args.max_seconds)
     if args.report is not None:
         check_writable(args.report)
     print(f"mil-assert check: {', '.join(m.spec.name for m in models)} on {', '.join(tests)}; "
@@ -199,18 +223,18 @@ def check_command(args: argparse.Namespace) -> int:
           f"{where_cells_run(args)}", flush=True)
     outcome = run_cells(models, tests, run, jobs=args.jobs, progress=not args.quiet,
                         executor=args.executor, address=args.address)
-    report = report_of(outcome, [m.spec.name for m in models], run)
+    report = report_of(outcome, [m.spec.name for m in models], run, tests)
     if report.results:
         print("\n".join([report.matrix, *contract_lines(report.results),
                          *training_lines(report.results)]))
     for line in report.failures:
         print(f"FAILED {line}")
-    if args.report is not None and report.results:
+    if args.report is not None and (report.results or report.interrupted):
         print(f"report written to {report.save(args.report)}")
     if report.interrupted:
-        print(f"mil-assert: interrupted after {len(report.results)} of {report.cells} cells",
-              file=sys.stderr)
-        return 130
+        print(f"mil-assert: interrupted after {len(report.results)} of {report.cells} cells "
+              f"({report.stopped_by})", file=sys.stderr)
+        return exit_status(outcome.signal or signal.SIGINT)
     failed = len(report.failures)
     print(f"gate: {'passed' if report.passed else 'failed'} ({len(report.results)} cells, "
           f"{failed} failing)")
@@ -226,7 +250,7 @@ def dims_command(args: argparse.Namespace) -> int:
     dims = check_dims(args.dims.split(","))
     models, tests, run = prepare(args.models or list(builtin_models()), args.tests,
                                  args.seeds, args.device, executor=args.executor,
-                                 address=args.address)
+                                 address=args.address, max_seconds=args.max_seconds)
     seed_list(args.confirm_seeds)
     if args.report is not None:
         check_writable(args.report)
@@ -234,15 +258,17 @@ def dims_command(args: argparse.Namespace) -> int:
           f"D = {', '.join(map(str, dims))}; {len(run.seeds)} seeds, {args.confirm_seeds} "
           f"for positive controls and cells fragile or near a threshold; device "
           f"{run.device}; {where_cells_run(args)}", flush=True)
-    data = sweep(models, tests, run, dims=dims, confirm_seeds=args.confirm_seeds,
-                 jobs=args.jobs, progress=not args.quiet, report=args.report,
-                 executor=args.executor, address=args.address)
+    with signals_interrupt():
+        data = sweep(models, tests, run, dims=dims, confirm_seeds=args.confirm_seeds,
+                     jobs=args.jobs, progress=not args.quiet, report=args.report,
+                     executor=args.executor, address=args.address)
     print(format_sweep(data), end="")
     if args.report is not None:
         print(f"result written to {args.report}")
     if data["interrupted"]:
-        print("mil-assert: interrupted", file=sys.stderr)
-        return 130
+        stopped_by = last_stop_signal() or signal.SIGINT
+        print(f"mil-assert: interrupted ({signal_name(stopped_by)})", file=sys.stderr)
+        return exit_status(stopped_by)
     return 0 if sweep_passed(data) else 1
 
 
@@ -253,7 +279,7 @@ def render_command(args: argparse.Namespace) -> None:
             raise ReportError(f"{args.report} is a dimension sweep; render it with --format md")
         text = format_sweep(load_dimensions(args.report, data))
         if args.output:
-            Path(args.output).write_text(text, encoding="utf-8")
+            write_text_atomic(text, args.output)
         else:
             sys.stdout.write(text)
         return
@@ -261,13 +287,12 @@ def render_command(args: argparse.Namespace) -> None:
     source = Path(args.report)
     if args.format == "all":
         folder = Path(args.output) if args.output else source.parent
-        folder.mkdir(parents=True, exist_ok=True)
         for fmt, suffix in ALL_FILES.items():
             target = folder / f"{source.stem}{suffix}"
             if fmt == "png":
                 plot_report(report, target)
             else:
-                target.write_text(render(report, fmt, args.validation), encoding="utf-8")
+                write_text_atomic(render(report, fmt, args.validation), target)
             print(f"wrote {target}")
     elif args.format == "png":
         target = plot_report(report, args.output or source.with_suffix(".png"))
@@ -275,7 +300,7 @@ def render_command(args: argparse.Namespace) -> None:
     else:
         text = render(report, args.format, args.validation)
         if args.output:
-            Path(args.output).write_text(text, encoding="utf-8")
+            write_text_atomic(text, args.output)
         else:
             sys.stdout.write(text)
 
@@ -299,9 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ReportError, ModelSpecError, OSError, ValueError) as error:
         print(f"mil-assert: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("mil-assert: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        print(f"mil-assert: interrupted ({signal_name(signal_of(interrupt))})", file=sys.stderr)
+        return exit_status(signal_of(interrupt))
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mil_assert.files import atomic_file
 from mil_assert.report import ReportError, report_models, report_results
 from mil_assert.synthetic import TESTS
 
@@ -20,7 +21,8 @@ VERDICT_COLOURS = {"pass": "#1b7837", "violation": "#b2182b", "inconclusive": "#
 
 
 def plot_report(report: dict[str, Any], path: str | Path) -> Path:
-    """Draw the figure of ``report`` into the PNG file ``path``."""
+    """Draw the figure of ``report`` into the PNG file ``path`` (written whole or not at
+    all, see :func:`mil_assert.files.atomic_file`)."""
     try:
         import matplotlib
 
@@ -70,6 +72,9 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles),
                    frameon=False)
         target = Path(path)
-        fig.savefig(target, dpi=200)
-        plt.close(fig)
+        try:
+            with atomic_file(target, binary=True) as stream:
+                fig.savefig(stream, dpi=200, format="png")
+        finally:
+            plt.close(fig)
     return target

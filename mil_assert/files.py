@@ -1,4 +1,9 @@
-"""Report files: written whole or not at all, and checked for writability before a run.
+"""Files a run writes (JSON reports, rendered tables, figures): whole or not at all.
+
+Every file is written to a temporary file beside it, synced to disk, then renamed over the
+target, so a reader never sees a partial file and an interrupted write leaves the old file
+(or none). New files get the permissions the user's umask gives (as ``open`` would), and a
+missing parent folder is created, on every route.
 
 This module imports no torch, so the pytest plugin can check a report path at start-up.
 """
@@ -7,46 +12,87 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def write_json_atomic(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename.
+@contextmanager
+def atomic_file(path: str | os.PathLike[str], binary: bool = False) -> Iterator[IO[Any]]:
+    """A stream whose content replaces ``path`` when the ``with`` block ends without error.
 
-    A reader never sees a partial file: an interrupted write leaves the old file (or none).
+    The temporary file is created with mode ``0o666`` less the umask (``tempfile.mkstemp``
+    would make it ``0o600``, and a rename keeps that), flushed and synced before the rename;
+    the folder is synced after it. On any exception, or an interrupt, the temporary file is
+    removed and ``path`` is untouched.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                         dir=target.parent)
+    temporary = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2, allow_nan=False)
-            stream.write("\n")
+        with os.fdopen(handle, "wb" if binary else "w",
+                       **({} if binary else {"encoding": "utf-8"})) as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temporary, target)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
-    return target
+    _sync_folder(target.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all (see :func:`atomic_file`)."""
+    with atomic_file(path) as stream:
+        stream.write(text)
+    return Path(path)
+
+
+def write_json_atomic(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` as JSON to ``path`` whole or not at all (see :func:`atomic_file`)."""
+    with atomic_file(path) as stream:
+        json.dump(data, stream, indent=2, allow_nan=False)
+        stream.write("\n")
+    return Path(path)
 
 
 def check_writable(path: str | os.PathLike[str]) -> Path:
     """Raise ``ValueError`` naming the problem unless a report can be written to ``path``.
 
-    Checked before any training, so a run never ends with results it cannot save. The
-    folder is created if missing (as :func:`write_json_atomic` would).
+    Checked before any training, so a run never ends with results it cannot save. A
+    missing folder is not created here (the write creates it), but the nearest existing
+    one must let it be created.
     """
     target = Path(path)
     if target.is_dir():
         raise ValueError(f"report path {target} is a folder; give a file name such as "
                          f"{target / 'mil-report.json'}")
+    existing = target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe",
-                                         dir=target.parent)
-        os.close(handle)
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file, not a folder")
+        probe = existing / f".{target.name}.{secrets.token_hex(6)}.probe"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)
     except OSError as error:
         raise ValueError(f"cannot write the report to {target}: "

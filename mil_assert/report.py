@@ -102,6 +102,41 @@ def generator_parameters(test: str) -> dict[str, Any]:
             if p.kind is p.KEYWORD_ONLY and name not in ("dim", "n_train", "n_eval")}
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``sysctl`` on macOS), else the
+    best :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        try:
+            done = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                  capture_output=True, text=True, timeout=10)
+            if done.returncode == 0 and done.stdout.strip():
+                return done.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or None
+
+
+def compute_environment(device: torch.device | str) -> dict[str, str | None]:
+    """What decides the last bits of a run's floating-point results: the CPU model and the
+    instruction set torch's CPU kernels use (``torch.backends.cpu.get_cpu_capability``),
+    or the GPU and CUDA version. Per-seed AUCs are identical only where these agree."""
+    target = torch.device(device)
+    on_gpu = target.type == "cuda"
+    return {
+        "cpu": cpu_model(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu": torch.cuda.get_device_name(target) if on_gpu else None,
+        "cuda": torch.version.cuda if on_gpu else None,
+    }
+
+
 def environment(device: torch.device | str) -> dict[str, str | None]:
     return {
         "python": platform.python_version(),
@@ -114,21 +149,47 @@ def environment(device: torch.device | str) -> dict[str, str | None]:
                         if torch.device(device).type == "cuda" else platform.processor()
                         or platform.machine()),
         "platform": platform.platform(),
+        **compute_environment(device),
     }
 
 
+def interruption(by: str, results: Sequence[CellResult],
+                 cells: Sequence[tuple[str, str]] | None) -> dict[str, Any]:
+    """The ``interrupted`` entry of a report stopped by ``by`` (``"SIGINT"``, ``"SIGTERM"``,
+    ...) before every cell finished: how many cells were asked for, finished and missing,
+    and which are missing (``cells``, the ``(model, test)`` pairs asked for; ``None`` where
+    the run does not know them, as under pytest-xdist)."""
+    done = {(r.model, r.test) for r in results}
+    missing = None if cells is None else [cell for cell in cells if cell not in done]
+    return {"by": by, "cells": None if cells is None else len(cells), "finished": len(results),
+            "missing": None if missing is None else len(missing),
+            "missing_cells": None if missing is None else
+            [{"model": model, "test": test} for model, test in missing]}
+
+
 def build_report(results: Sequence[CellResult], models: Sequence[str], seeds: Sequence[int],
-                 budget: Budget, dim: int, device: torch.device | str) -> dict[str, Any]:
-    """The JSON-ready report (schema ``mil-assert/report/v1``)."""
+                 budget: Budget, dim: int, device: torch.device | str,
+                 tests: Sequence[str] | None = None,
+                 interrupted: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON-ready report (schema ``mil-assert/report/v1``).
+
+    Args:
+        tests: the tests the run was asked for (default: those of ``results``); only
+            these are described under ``"tests"``.
+        interrupted: :func:`interruption` for a run stopped early; ``None`` (written as
+            ``null``) for a run whose every cell finished.
+    """
+    ran = set(tests) if tests is not None else {r.test for r in results}
     return {
         "schema": SCHEMA,
+        "interrupted": interrupted,
         "environment": environment(device),
         "budget": budget.as_dict(),
         "instance_dim": dim,
         "seeds": [int(s) for s in seeds],
         "tests": {name: {"assumption": t.assumption, "kind": t.kind, "source": t.source,
                          "generator_parameters": generator_parameters(name)}
-                  for name, t in TESTS.items()},
+                  for name, t in TESTS.items() if name in ran},
         "verdict_rule": {"chance": verdict.CHANCE, "margin": verdict.MARGIN,
                          "learned_auc": verdict.LEARNED_AUC, "max_drop": verdict.MAX_DROP,
                          "violating_seeds": verdict.VIOLATING_SEEDS,
@@ -147,8 +208,9 @@ class ReportError(ValueError):
 
 REQUIRED_KEYS = ("schema", "environment", "budget", "instance_dim", "seeds", "results")
 RESULT_KEYS = ("model", "test", "verdict", "val_auc", "test_auc", "message")
-# What must agree for two reports' cells to stand in one matrix.
-COMPARABLE_KEYS = ("budget", "instance_dim", "seeds", "tests", "verdict_rule")
+# What must agree for two reports' cells to stand in one matrix (and, for the tests both
+# describe, the tests' definitions).
+COMPARABLE_KEYS = ("budget", "instance_dim", "seeds", "verdict_rule")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
@@ -209,6 +271,15 @@ def merge_reports(reports: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, An
                 raise ReportError(f"cannot merge {name} into {first_name}: their {key!r} "
                                   f"differ ({other.get(key)!r} vs {first.get(key)!r}); rerun "
                                   f"one of them with the other's settings")
+    tests: dict[str, Any] = {}
+    for name, report in reports:
+        for test, definition in (report.get("tests") or {}).items():
+            if test in tests and tests[test] != definition:
+                raise ReportError(f"cannot merge {name} into {first_name}: their definitions "
+                                  f"of test {test!r} differ ({definition!r} vs "
+                                  f"{tests[test]!r}); rerun one of them with the other's "
+                                  f"version of mil-assert")
+            tests.setdefault(test, definition)
     seen: dict[tuple[str, str], str] = {}
     results = []
     for name, report in reports:
@@ -220,7 +291,17 @@ def merge_reports(reports: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, An
             seen[cell] = name
             results.append(result)
     merged = {key: value for key, value in first.items() if key != "results"}
-    merged["merged_from"] = [{"report": name, "environment": report["environment"]}
+    merged["tests"] = {test: tests[test] for test in
+                       sorted(tests, key=lambda t: (list(TESTS).index(t) if t in TESTS
+                                                    else len(TESTS), t))}
+    stopped = [(name, report["interrupted"]) for name, report in reports
+               if report.get("interrupted")]
+    merged["interrupted"] = None if not stopped else {
+        "reports": [name for name, _ in stopped],
+        "missing": (None if any(entry.get("missing") is None for _, entry in stopped)
+                    else sum(entry["missing"] for _, entry in stopped))}
+    merged["merged_from"] = [{"report": name, "environment": report["environment"],
+                              "interrupted": report.get("interrupted")}
                              for name, report in reports]
     models = list(dict.fromkeys(r["model"] for r in results))
     merged["results"] = [r.as_dict() for r in order_results(

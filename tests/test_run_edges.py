@@ -8,14 +8,19 @@ report records.
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 import time
 import warnings
 from pathlib import Path
 
 import pytest
+import torch
 import toy_models
 
 import mil_assert
+import mil_assert.runner
 from mil_assert.cli import main
 from mil_assert.loading import ModelSpecError, resolve_models
 from mil_assert.registry import ModelSpec
@@ -99,3 +104,95 @@ def test_progress_never_warns_nor_shows_a_negative_eta(capsys):
     assert len(report.results) == 1 and "1.0/1 cells" in err
     assert [str(w.message) for w in caught if "tqdm" in type(w.message).__name__.lower()] == []
     assert "<-" not in err
+
+
+# --- reports -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_every_file_gets_the_permissions_the_umask_gives(capsys, tmp_path, umask):
+    pytest.importorskip("matplotlib")
+    previous = os.umask(umask)
+    try:
+        report = mil_assert.check(toy_models.tiny_max, tests="label_swap", seeds=2,
+                                  progress=False)
+        saved = report.save(tmp_path / "new" / "folder" / "r.json")  # folders created
+        assert main(["render", str(saved), "--format", "md", "-o",
+                     str(tmp_path / "md" / "r.md")]) == 0
+        assert main(["render", str(saved), "--format", "all", "-o",
+                     str(tmp_path / "all")]) == 0
+        main(["check", f"{TOY}:tiny_max", "--tests", "label_swap", "--seeds", "2", "--quiet",
+              "--report", str(tmp_path / "cli" / "r.json")])  # (the gate is not the point)
+    finally:
+        os.umask(previous)
+    capsys.readouterr()
+    written = [saved, tmp_path / "md" / "r.md", tmp_path / "cli" / "r.json",
+               *sorted((tmp_path / "all").iterdir())]
+    assert len(written) == 3 + 6 and (tmp_path / "all" / "r.png").stat().st_size > 0
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in written} == {
+        path.name: 0o666 & ~umask for path in written}
+    leftovers = [p for p in tmp_path.rglob(".*") if p.is_file()]
+    assert leftovers == []  # no temporary file left behind
+
+
+def test_an_interrupted_run_says_so_also_with_no_finished_cell(capsys, monkeypatch, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mil_assert.runner, "run_cell", interrupted)
+    report = tmp_path / "r.json"
+    code = main(["check", f"{TOY}:tiny_max", "--tests", "single_concept,label_swap",
+                 "--seeds", "2", "--quiet", "--report", str(report)])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted after 0 of 2 cells (SIGINT)" in err
+    data = json.loads(report.read_text())
+    assert data["results"] == []
+    assert data["interrupted"] == {
+        "by": "SIGINT", "cells": 2, "finished": 0, "missing": 2,
+        "missing_cells": [{"model": "tiny_max", "test": "single_concept"},
+                          {"model": "tiny_max", "test": "label_swap"}]}
+    assert list(data["tests"]) == ["single_concept", "label_swap"]
+
+
+def test_a_report_lists_the_tests_that_ran_and_the_machine(tmp_path):
+    report = mil_assert.check(toy_models.tiny_max, tests=["label_swap", "single_concept"],
+                              seeds=2, progress=False, max_seconds=600)
+    data = json.loads(report.save(tmp_path / "r.json").read_text())
+    assert list(data["tests"]) == ["single_concept", "label_swap"]  # report order
+    assert data["interrupted"] is None
+    assert data["budget"]["max_seconds"] == 600.0
+    environment = data["environment"]
+    assert environment["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert environment["cpu"] and environment["gpu"] is None and environment["cuda"] is None
+
+
+def test_merge_unites_reports_of_different_tests(capsys, tmp_path):
+    first = mil_assert.check(toy_models.tiny_max, tests="label_swap", seeds=2, progress=False)
+    second = mil_assert.check(toy_models.shortcut, tests="single_concept", seeds=2,
+                              progress=False)
+    a, b = first.save(tmp_path / "a.json"), second.save(tmp_path / "b.json")
+    assert main(["merge", str(a), str(b), "-o", str(tmp_path / "m.json")]) == 0
+    merged = json.loads((tmp_path / "m.json").read_text())
+    assert list(merged["tests"]) == ["single_concept", "label_swap"]
+    assert merged["interrupted"] is None and len(merged["results"]) == 2
+
+
+# --- the time limit on every route ----------------------------------------------------
+
+def test_the_time_limit_reaches_the_budget_on_every_route(capsys, tmp_path):
+    main(["check", f"{TOY}:tiny_max", "--tests", "label_swap", "--seeds", "2", "--quiet",
+          "--max-seconds", "120", "--report", str(tmp_path / "r.json")])
+    assert json.loads((tmp_path / "r.json").read_text())["budget"]["max_seconds"] == 120.0
+    for bad in ("0", "-3", "soon"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["check", "abmil", "--max-seconds", bad])
+        assert exit_info.value.code == 2
+    assert "must be a positive number of seconds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["dims", "abmil", "--max-seconds", "0"])
+    report = mil_assert.check(toy_models.tiny_max, tests="label_swap", seeds=2,
+                              progress=False, max_seconds=90)
+    assert report.budget.max_seconds == 90.0
+    with pytest.raises(ValueError, match="max_seconds"):
+        mil_assert.check(toy_models.tiny_max, max_seconds=-1, progress=False)
+    assert mil_assert.check(toy_models.tiny_max, tests="label_swap", seeds=2,
+                            progress=False).budget.max_seconds is None  # no limit by default
