@@ -11,6 +11,7 @@ Options (``pytest --help``, group "mil-assert"):
     --mil-device=D       auto | cpu | cuda (auto = cuda when available)
     --mil-dim=D          instance dimension of the synthetic bags (default 16)
     --mil-report=PATH    write the matrix as JSON (schema mil-assert/report/v1)
+    --mil-max-seconds=T  a time limit per seed of training (default: none)
 
 Compliance tests are the functions of :mod:`mil_assert.compliance` (run them anywhere
 with ``pytest --pyargs mil_assert.compliance --mil-model=...``), and any test decorated
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mil_assert.checks import MODEL_ARG, cell_marks
+from mil_assert.checks import MODEL_ARG, TEST_ARG, cell_marks
 from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget, seed_list
 
 if TYPE_CHECKING:
@@ -59,6 +60,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"instance dimension D of the synthetic bags (default {INSTANCE_DIM})")
     group.addoption("--mil-report", dest="mil_report", default=None, metavar="PATH.json",
                     help="write the compliance matrix as JSON to this path")
+    group.addoption("--mil-max-seconds", dest="mil_max_seconds", type=float, default=None,
+                    metavar="T", help="a time limit per seed of training, in seconds (default: "
+                                      "none); a seed past it stops, finished seeds are kept")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -98,8 +102,11 @@ class Suite:
     worker: int | None
     budget: Budget = field(default_factory=Budget)
     results: list[CellResult] = field(default_factory=list)
+    cells: list[tuple[str, str]] | None = None  # the compliance cells collected (not xdist)
+    others_deselected: list[str] = field(default_factory=list)
     _models: list[ModelSpec] | None = None
     _device: torch.device | None = None
+    _ended: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def models(self) -> list[ModelSpec]:
@@ -122,6 +129,22 @@ class Suite:
             if self.worker is not None and self._device.type == "cpu":
                 torch.set_num_threads(1)  # xdist workers share the cores; one thread each
         return self._device
+
+    def ended_message(self, spec: ModelSpec) -> str | None:
+        """Why a model named by the model option cannot run in this process (its factory
+        or forward ends the process; checked in a child process once per session), or
+        ``None``: :func:`mil_assert.runner.models_that_end_the_process`."""
+        if spec.name not in self._ended:
+            from mil_assert.loading import split_top_level
+            from mil_assert.runner import Model, Run, models_that_end_the_process
+
+            items = [item.strip() for item in split_top_level(self.model_option or "", ",")]
+            refs = {named.name: item for item, named in zip(items, self.models, strict=False)}
+            ref = refs.get(spec.name)
+            run = Run(tuple(self.seeds), self.budget, self.dim, str(self.device))
+            self._ended[spec.name] = None if ref is None else models_that_end_the_process(
+                [Model(spec, ref, self.base_dir)], run).get(spec.name)
+        return self._ended[spec.name]
 
 
 STATE = pytest.StashKey[Suite]()
@@ -146,6 +169,7 @@ def pytest_configure(config: pytest.Config) -> None:
             device_name=config.getoption("mil_device"), dim=positive_dim(config),
             base_dir=base_dir, report_path=None if report is None else base_dir / report,
             worker=worker_index(config),
+            budget=Budget(max_seconds=config.getoption("mil_max_seconds")),
         )
         if suite.report_path is not None and suite.worker is None:
             from mil_assert.files import check_writable
@@ -212,25 +236,68 @@ def mil_test(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def mil_result(request: pytest.FixtureRequest, mil_model: ModelSpec, mil_test: str) -> CellResult:
-    """Train ``mil_model`` on ``mil_test`` over the run's seeds and judge the cell."""
-    from mil_assert.harness import run_cell
-    from mil_assert.synthetic import TESTS
+    """Train ``mil_model`` on ``mil_test`` over the run's seeds and judge the cell (an
+    ``error`` cell for a model that ends the process or calls ``sys.exit``)."""
+    from mil_assert.runner import Run, error_cell, guarded_cell
 
     suite = request.config.stash[STATE]
-    result = run_cell(mil_model, TESTS[mil_test], suite.seeds, suite.budget, suite.dim,
-                      suite.device)
+    run = Run(tuple(suite.seeds), suite.budget, suite.dim, str(suite.device))
+    ended = suite.ended_message(mil_model) if suite.model_option else None
+    result = (error_cell(mil_model, mil_test, run, ended) if ended is not None else
+              guarded_cell(mil_model, mil_test, run, suite.device))
     request.node.user_properties.append((RESULT_PROPERTY, result.as_dict()))
     return result
 
 
+def cell_of(item: pytest.Item) -> tuple[str, str] | None:
+    """The ``(model, test)`` cell a collected compliance test runs, else ``None``."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    spec = params.get(MODEL_ARG)
+    if spec is None or not hasattr(spec, "name"):
+        return None
+    test = params.get(TEST_ARG)
+    if test is None:
+        function = getattr(item, "function", None)
+        test = getattr(function, "__name__", "").removeprefix("test_")
+    return spec.name, test
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With a model option, only compliance cells run: the others are deselected."""
-    if config.stash[STATE].model_option is None:
+    """With a model option, only compliance cells of the models it names run: other tests,
+    and a decorated test's cells of other models, are deselected."""
+    suite = config.stash[STATE]
+    if suite.model_option is None:
         return
-    kept = [item for item in items if MODEL_ARG in getattr(item, "fixturenames", ())]
+    named = {spec.name for spec in suite.models}
+    kept = [item for item in items
+            if MODEL_ARG in getattr(item, "fixturenames", ()) and (
+                (cell := cell_of(item)) is None or cell[0] in named)]
     if len(kept) < len(items):
+        suite.others_deselected = sorted(
+            {cell[0] for item in items if item not in kept and (cell := cell_of(item))})
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
+
+
+USES_MIL_ASSERT = re.compile(r"^\s*(from|import)\s+mil_assert\b", re.MULTILINE)
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> None:
+    """A test file that imports mil_assert can import the repository's own packages, as
+    under ``python -m pytest``: the rootdir goes on ``sys.path`` before the file is
+    imported (a repository without ``tests/__init__.py`` otherwise gets
+    ``ModuleNotFoundError`` for ``from models.x import ...``). Other files change nothing.
+    """
+    try:
+        text = module_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    if USES_MIL_ASSERT.search(text):
+        import sys
+
+        root = str(parent.config.rootpath)
+        if root not in sys.path:
+            sys.path.insert(0, root)
 
 
 class ComplianceSession:
@@ -239,6 +306,7 @@ class ComplianceSession:
 
     def __init__(self, suite: Suite) -> None:
         self.suite = suite
+        self.written: Path | None = None
 
     def pytest_report_header(self) -> str | None:
         suite = self.suite
@@ -246,6 +314,21 @@ class ComplianceSession:
             return None
         return (f"mil-assert: models {', '.join(m.name for m in suite.models)}; "
                 f"{settings(suite)}")
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        cells = [cell for item in session.items if (cell := cell_of(item)) is not None]
+        self.suite.cells = cells if cells or self.suite.cells is None else self.suite.cells
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session):
+        """While compliance cells run here, SIGTERM and SIGHUP stop the run as Ctrl-C
+        does: the finished cells' report is written (:mod:`mil_assert.interrupts`)."""
+        if not self.suite.cells:
+            return (yield)
+        from mil_assert.interrupts import signals_interrupt
+
+        with signals_interrupt():
+            return (yield)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call":
@@ -264,13 +347,31 @@ class ComplianceSession:
 
             if untrained_models(suite.results):  # a model learned nothing: the gate fails
                 session.exitstatus = LEARNED_NOTHING_STATUS
-        if suite.worker is not None or not suite.results or suite.report_path is None:
-            return
-        from mil_assert.files import write_json_atomic
-        from mil_assert.report import build_report
+        interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
+        stopped_by = None
+        if interrupted and suite.cells:
+            from mil_assert.interrupts import STOP_SIGNALS, exit_status, last_stop_signal
 
-        write_json_atomic(build_report(suite.results, self.model_names, suite.seeds,
-                                       suite.budget, suite.dim, suite.device), suite.report_path)
+            stopped_by = last_stop_signal()
+            if stopped_by in STOP_SIGNALS:  # 143 for SIGTERM, 129 for SIGHUP; Ctrl-C: 2
+                session.exitstatus = exit_status(stopped_by)
+        asked = interrupted and (suite.cells or suite.model_option is not None)
+        if suite.worker is not None or suite.report_path is None or not (
+                suite.results or asked):
+            return
+        import signal
+
+        from mil_assert.files import write_json_atomic
+        from mil_assert.interrupts import signal_name
+        from mil_assert.report import build_report, interruption
+
+        ran = list(dict.fromkeys(test for _, test in suite.cells or ()))
+        ran += [r.test for r in suite.results if r.test not in ran]
+        stopped = (interruption(signal_name(stopped_by or signal.SIGINT), suite.results,
+                                suite.cells) if interrupted else None)
+        self.written = write_json_atomic(
+            build_report(suite.results, self.model_names, suite.seeds, suite.budget, suite.dim,
+                         suite.device, tests=ran, interrupted=stopped), suite.report_path)
 
     def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
         suite = self.suite
@@ -280,9 +381,16 @@ class ComplianceSession:
             ran = any(terminalreporter.stats.get(key) for key in
                       ("passed", "failed", "skipped", "xfailed", "xpassed", "error"))
             if suite.model_option is not None and not ran and not config.option.collectonly:
+                others = (f" (the decorated tests collected here judge "
+                          f"{', '.join(suite.others_deselected)}, not the models named, so "
+                          f"they were deselected)" if suite.others_deselected else "")
                 terminalreporter.write_line(
-                    f"mil-assert: no compliance test ran for --mil-model={suite.model_option}; "
-                    f"outside the mil-assert repository run: {RUN_ANYWHERE}", yellow=True)
+                    f"mil-assert: no compliance test ran for --mil-model={suite.model_option}"
+                    f"{others}; outside the mil-assert repository run: {RUN_ANYWHERE}",
+                    yellow=True)
+            if self.written is not None:
+                terminalreporter.write_line(f"report written to {self.written} (interrupted "
+                                            f"before any cell finished)")
             return
         from mil_assert.report import contract_lines, format_matrix, training_lines
         from mil_assert.results import untrained_lines
@@ -312,4 +420,6 @@ def settings(suite: Suite) -> str:
     budget = suite.budget
     return (f"{len(suite.seeds)} seeds per cell; device {suite.device}; D = {suite.dim}; "
             f"default budget {budget.epochs} epochs x {budget.n_train_bags} bags, batch "
-            f"{budget.batch_size}, {budget.optimizer} lr {budget.lr:g}")
+            f"{budget.batch_size}, {budget.optimizer} lr {budget.lr:g}"
+            + ("" if budget.max_seconds is None else
+               f"; time limit {budget.max_seconds:g} s per seed"))
