@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 from mil_assert.models.gated_abmil import GatedAttention
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 class AEM(nn.Module):
@@ -75,4 +75,14 @@ SPEC = ModelSpec(
     respects=(),
     budget={"lr_schedule": "cosine", "warmup_epochs": 0},
     in_default_run=False,
+    expected={
+        "single_concept": Expected("violation", "the poison draws the attention: validation "
+                                   "AUC 1.00, test AUC 0.00 on 5 of 5 seeds"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: validation AUC "
+                                       "1.00, test AUC 0.14-0.17 on 5 of 5 seeds"),
+        "false_frequency": Expected("violation", "the attention-weighted mean counts concept "
+                                    "copies: test AUC 0.05-0.09, inverted, on 5 of 5 seeds"),
+        "label_swap": Expected("violation", "softmax attention uses absence as positive "
+                               "evidence: held-out AUC 0.83-0.85 on 5 of 5 seeds"),
+    },
 )
