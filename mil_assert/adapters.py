@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mil_assert.one_bag import BagMap
+from mil_assert.one_bag import BagMap, OneBagSeeds, vmap_enabled
 
 INPUTS = ("batch", "bag", "bag1")
 OUTPUTS = ("logit", "probability")
@@ -196,11 +196,56 @@ class BagLogits(nn.Module):
         from mil_assert.stacking import NotStackable, stack_models
 
         first = members[0]
-        if first.input != "batch":
-            raise NotStackable("a one-bag model (input=" + repr(first.input) + ") is called "
-                               "per bag, so its seeds train one by one")
-        return cls(stack_models([m.model for m in members]), first.input, first.output,
-                   first.positive_class, first.output_key)
+        if first.input == "batch":
+            return cls(stack_models([m.model for m in members]), first.input, first.output,
+                       first.positive_class, first.output_key)
+        from mil_assert.procedure import CALLBACKS, defined_hooks
+
+        own = [name for name in defined_hooks(first) if name in (*CALLBACKS, "lr_factor")]
+        if not vmap_enabled():
+            raise NotStackable("vmap is off (mil-assert benchmark's per-bag loop)")
+        if own or isinstance(first, BagLogitsTorchmilLoss):
+            why = (f"its {', '.join(own)} hook(s) act on its own parameters" if own else
+                   "its compute_loss is called bag by bag")
+            raise NotStackable(f"a one-bag model (input={first.input!r}) trains its seeds "
+                               f"one by one: {why}")
+        return OneBagSeedsLogits(members)
+
+
+class OneBagSeedsLogits(nn.Module):
+    """The seeds of a one-bag model trained as one (:class:`mil_assert.one_bag.OneBagSeeds`),
+    seen through the harness's contract: ``forward(X [S*B, N, D], mask) -> [S*B]``, and
+    ``loss(X, mask, y) -> [S*B]`` when the model has a per-bag ``loss(x, y)`` hook."""
+
+    compare_in_eval = True
+    """The stacking check compares it with the seeds' own models in eval mode: in training
+    mode they draw their random numbers in another order."""
+
+    def __init__(self, members: Sequence[BagLogits]) -> None:
+        super().__init__()
+        self.seeds_model = OneBagSeeds([m.model for m in members])
+        self._reader = [members[0]]  # reads outputs as the members do; not trained itself
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        reader = self._reader[0]
+
+        def logit(call: Any, x: torch.Tensor) -> torch.Tensor:
+            return reader.logits(call(*reader.one_bag_args(x)), 1, one_bag=True)[0]
+
+        return self.seeds_model.map("forward", logit, X, mask)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loss" and isinstance(self._reader[0], BagLogitsWithLoss):
+            return self._loss
+        return super().__getattr__(name)
+
+    def _loss(self, X: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        reader = self._reader[0]
+
+        def bag_loss(call: Any, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+            return call(*reader.one_bag_args(x), label).reshape(())
+
+        return self.seeds_model.map("loss", bag_loss, X, mask, y)
 
 
 class BagLogitsWithLoss(BagLogits):

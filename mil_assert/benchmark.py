@@ -169,6 +169,46 @@ def benchmark(spec: ModelSpec, test: AlgorithmicTest, seeds: int, budget: Budget
     return [Timing(name, seconds[name], scale, note) for name, _, scale, note in ways]
 
 
+def benchmark_one_bag(test: AlgorithmicTest, seeds: int, budget: Budget, dim: int,
+                      device: torch.device, repeats: int,
+                      log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+                      ) -> list[Timing]:
+    """Time attention MIL with dropout (:mod:`mil_assert.one_bag_twins`) three ways through
+    the harness, ``repeats`` times each, in turn: written batched (its seeds train one by
+    one, since it draws dropout), written for one bag per call (the seeds' bags through
+    vmap together), and the same one-bag model bag by bag, seed by seed (no vmap)."""
+    from mil_assert.one_bag import without_vmap
+    from mil_assert.one_bag_twins import BATCHED, ONE_BAG
+
+    seed_list = list(range(seeds))
+
+    def per_bag() -> object:
+        with without_vmap():
+            return run_cell(ONE_BAG, test, seed_list, budget, dim, device)
+
+    ways: list[tuple[str, Callable[[], object]]] = [
+        ("(a) batched twin", lambda: run_cell(BATCHED, test, seed_list, budget, dim, device)),
+        ("(b) one bag per call, vmap", lambda: run_cell(ONE_BAG, test, seed_list, budget, dim,
+                                                        device)),
+        ("(c) one bag per call, bag by bag", per_bag),
+    ]
+    log("warm-up: one untimed epoch of each")
+    warm = budget.with_overrides({"epochs": 1})
+    run_cell(BATCHED, test, seed_list[:2], warm, dim, device)
+    run_cell(ONE_BAG, test, seed_list[:2], warm, dim, device)
+    seconds: dict[str, list[float]] = {name: [] for name, _ in ways}
+    for repeat in range(repeats):
+        for name, run in ways:
+            started = time.perf_counter()
+            result = run()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds[name].append(time.perf_counter() - started)
+            log(f"repeat {repeat + 1}/{repeats}: {name}: {seconds[name][-1]:.2f} s "
+                f"({result.training})")
+    return [Timing(name, seconds[name], 1.0, "") for name, _ in ways]
+
+
 def describe_device(device: torch.device) -> str:
     """The device in words: GPU name, or CPU model, core count and torch threads."""
     if device.type == "cuda":

@@ -13,9 +13,30 @@ the progress output show once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
+from torch import nn
+
+_VMAP = [True]
+
+
+@contextlib.contextmanager
+def without_vmap() -> Iterator[None]:
+    """Within the block, one-bag models run bag by bag, seed by seed: the plain per-bag
+    loop that ``mil-assert benchmark --one-bag`` times against the vmap path."""
+    _VMAP[0] = False
+    try:
+        yield
+    finally:
+        _VMAP[0] = True
+
+
+def vmap_enabled() -> bool:
+    return _VMAP[0]
 
 
 class BagMap:
@@ -44,10 +65,102 @@ class BagMap:
     def same_size(self, fn: Callable[..., torch.Tensor], bags: torch.Tensor,
                   *per_bag: torch.Tensor) -> torch.Tensor:
         """``fn`` on ``G`` bags of one size, ``bags [G, n, D]`` -> ``[G]``."""
-        if self.fallback is None and len(bags) > 1:
+        if self.fallback is None and len(bags) > 1 and vmap_enabled():
             try:
                 return torch.func.vmap(fn, randomness="different")(bags, *per_bag)
             except Exception as error:  # noqa: BLE001 - vmap cannot run this model; a loop can
                 first_line = (str(error).strip().splitlines() or [""])[0]
                 self.fallback = f"{type(error).__name__}: {first_line[:200]}"
         return torch.stack([fn(bag, *(v[i] for v in per_bag)) for i, bag in enumerate(bags)])
+
+
+
+class _Method(nn.Module):
+    """Calls ``method`` of ``model`` as its forward, so that ``functional_call`` can run any
+    of the model's methods with other parameters."""
+
+    def __init__(self, model: nn.Module, method: str) -> None:
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, *args: Any) -> Any:
+        return getattr(self.model, self.method)(*args)
+
+
+class OneBagSeeds(nn.Module):
+    """``S`` seeds' copies of a one-bag model trained as one: each parameter ``[S, ...]``.
+
+    :meth:`map` runs a function of one bag over a seed-major batch (``X [S*B, N, D]``,
+    ``mask [S*B, N]``, as :mod:`mil_assert.stacking` folds seeds): for each bag size, the
+    seeds' bags of that size go through two nested ``vmap`` calls, over the seeds (each
+    with its own parameters, by ``torch.func.functional_call``) and over their bags, so one
+    call serves every seed. A seed with fewer bags of that size is topped up with copies of
+    one of its bags, whose values are dropped. Random draws (dropout, masking) differ per
+    bag and per seed and come from the stream of the group's first seed, so a seed's
+    results repeat whenever the same seeds train together.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        params, buffers = torch.func.stack_module_state(list(members))
+        self.names, self.buffer_names = list(params), list(buffers)
+        self.stacked = nn.ParameterList([nn.Parameter(params[n].detach()) for n in self.names])
+        for i, name in enumerate(self.buffer_names):
+            self.register_buffer(f"stacked_buffer_{i}", buffers[name])
+        self._template = [copy.deepcopy(members[0])]  # not a submodule: never trained itself
+        self.seeds = len(members)
+
+    def train(self, mode: bool = True) -> OneBagSeeds:
+        self._template[0].train(mode)
+        return super().train(mode)
+
+    def map(self, method: str, one_bag: Callable[..., torch.Tensor], X: torch.Tensor,
+            mask: torch.Tensor, *per_bag: torch.Tensor) -> torch.Tensor:
+        """``one_bag(call, x [n, D], *values) -> []`` on every bag of every seed: ``[S*B]``.
+
+        ``call(*args)`` runs the model's ``method`` with the bag's seed's parameters.
+        """
+        S = self.seeds
+        B = X.shape[0] // S
+        caller = _Method(self._template[0], method)
+        state = {f"model.{n}": p for n, p in zip(self.names, self.stacked, strict=True)}
+        state.update({f"model.{n}": getattr(self, f"stacked_buffer_{i}")
+                      for i, n in enumerate(self.buffer_names)})
+
+        def seed(state_s: dict[str, torch.Tensor], bags: torch.Tensor,
+                 *values: torch.Tensor) -> torch.Tensor:
+            def call(*args: Any) -> Any:
+                return torch.func.functional_call(caller, state_s, args)
+
+            return torch.func.vmap(lambda x, *v: one_bag(call, x, *v),
+                                   randomness="different")(bags, *values)
+
+        sizes = mask.sum(dim=1).view(S, B)
+        out = X.new_zeros(S * B)
+        for n in sizes.unique().tolist():
+            rows, real = _topped_up(sizes == n)  # [S * C] rows of X, [S * C] not a copy
+            bags = X[rows][mask[rows]].view(S, -1, n, X.shape[-1])
+            values = [v[rows].view(S, -1, *v.shape[1:]) for v in per_bag]
+            result = torch.func.vmap(seed, randomness="different")(state, bags, *values)
+            out = out.index_put((rows[real],), result.flatten()[real])
+        return out
+
+
+def _topped_up(of_size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of a seed-major batch holding bags of one size, the same count for each seed.
+
+    ``of_size`` bool ``[S, B]``. Returns ``rows [S*C]`` (seed ``s``'s bags of the size, then
+    copies of one of them up to ``C``, the largest count; a seed with none borrows another
+    seed's bag) and ``real [S*C]``, False for the copies.
+    """
+    S, B = of_size.shape
+    counts = of_size.sum(dim=1)
+    C = int(counts.max())
+    donor = int(of_size.flatten().nonzero()[0])
+    rows, real = [], []
+    for s in range(S):
+        own = of_size[s].nonzero().squeeze(1) + s * B
+        pad = own[:1] if len(own) else torch.tensor([donor], device=own.device)
+        rows.append(torch.cat([own, pad.expand(C - len(own))]))
+        real.append(torch.arange(C, device=own.device) < len(own))
+    return torch.cat(rows), torch.cat(real)

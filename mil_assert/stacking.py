@@ -215,6 +215,9 @@ def check_stacked(stacked: nn.Module, members: Sequence[nn.Module], X: torch.Ten
     """
     S, B = mask.shape[:2]
     stacked, *members = copy.deepcopy((stacked, *members))  # one copy: keeps what they share
+    if getattr(stacked, "compare_in_eval", False):  # random draws come in another order
+        for module in (stacked, *members):
+            module.eval()
     folded = (X.reshape(S * B, *X.shape[2:]), mask.reshape(S * B, -1))
     with torch.no_grad():
         own = _per_bag([member(X[s], mask[s]) for s, member in enumerate(members)], B,
