@@ -54,7 +54,7 @@ from torch import nn
 
 from mil_assert.models._draws import instance_dropout, instance_uniform
 from mil_assert.models._pooling import masked_softmax
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25,
@@ -168,6 +168,16 @@ SPEC = ModelSpec(
     citation="Fang et al., Revisiting Data Challenges of Computational Pathology: A "
              "Pack-based Multiple Instance Learning Framework, 2025",
     respects=(),
+    expected={
+        "single_concept": Expected("violation", "attention uses the poison: test AUC "
+                                   "0.05-0.27 on 4 of 5 seeds (validation 0.97-1.00)"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC "
+                                       "0.00-0.01 on 5 of 5 seeds"),
+        "false_frequency": Expected("violation", "attention pooling counts concept copies: "
+                                    "test AUC 0.01-0.09 on 5 of 5 seeds"),
+        "label_swap": Expected("violation", "attention uses absence as positive evidence: "
+                               "held-out AUC 0.98-0.99 on 5 of 5 seeds"),
+    },
     stackable=False,
     in_default_run=False,
 )
