@@ -272,10 +272,10 @@ def check_command(args: argparse.Namespace) -> int:
 
 def dims_command(args: argparse.Namespace) -> int:
     from mil_assert.api import prepare
-    from mil_assert.registry import builtin_models
+    from mil_assert.registry import default_models
 
     dims = check_dims(args.dims.split(","))
-    models, tests, run = prepare(args.models or list(builtin_models()), args.tests,
+    models, tests, run = prepare(args.models or default_models(), args.tests,
                                  args.seeds, args.device, executor=args.executor,
                                  address=args.address, max_seconds=args.max_seconds)
     seed_list(args.confirm_seeds)

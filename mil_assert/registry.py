@@ -125,6 +125,12 @@ def builtin_models() -> dict[str, ModelSpec]:
     return specs
 
 
+def default_models() -> list[str]:
+    """The names of the built-in models a run that names none judges
+    (``ModelSpec.in_default_run``)."""
+    return [name for name, spec in builtin_models().items() if spec.in_default_run]
+
+
 def _unimportable(name: str, error: Exception) -> ModelSpec:
     """A spec whose factory re-raises the import error, so its cells read ``error``."""
     message = f"models/{name}.py failed to import: {type(error).__name__}: {error}"
