@@ -134,3 +134,14 @@ def test_the_decorator_exits_with_the_learned_nothing_status(models, tmp_path):
     assert run.returncode == LEARNED_NOTHING_STATUS, run.stdout + run.stderr
     assert f"FAILED {reason('constant')}" in run.stdout
 
+
+
+def test_no_model_of_the_reference_report_learned_nothing():
+    """The zoo's reference run (5 seeds, full budget): every model learned something, so
+    its inconclusive cells (``mi_net`` on the threshold tests) stay inconclusive, and
+    ``mi_net`` learned ``label_swap``'s control on every seed (its pass stands)."""
+    results = report_results(load_report(REPO / "reports" / "compliance.json"))
+    assert untrained_models(results) == []
+    [mi_net] = [r for r in results if r.model == "mi_net" and r.test == "label_swap"]
+    assert mi_net.verdict == "pass" and mi_net.control_auc is not None
+    assert min(mi_net.control_auc.per_seed) >= 0.75
