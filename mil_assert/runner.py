@@ -224,12 +224,13 @@ def error_cell(spec: ModelSpec, test: str, run: Run, message: str) -> CellResult
 
 
 def guarded_cell(spec: ModelSpec, test: str, run: Run, device: torch.device | None,
-                 progress: Callable[[float], None] | None = None) -> CellResult:
+                 progress: Callable[[float], None] | None = None,
+                 note: Callable[[str], None] | None = None) -> CellResult:
     """:func:`mil_assert.harness.run_cell`, with a model that calls ``sys.exit`` turned
     into an ``error`` cell instead of ending the run."""
     try:
         return run_cell(spec, TESTS[test], run.seeds, run.budget, run.dim, device,
-                        progress=progress)
+                        progress=progress, note=note)
     except SystemExit as exit_:
         return error_cell(spec, test, run, f"the model called sys.exit({exit_.code!r}); it "
                                            f"was not judged")
@@ -240,9 +241,15 @@ def _run_here(cells: list[tuple[Model, str]], run: Run, bar: tqdm,
     device = resolve_device(run.device)
     for done, (model, test) in enumerate(cells, start=round(bar.n)):
         bar.set_postfix_str(f"{model.spec.name} on {test}")
-        result = guarded_cell(model.spec, test, run, device, _within_cell(bar, done))
+        result = guarded_cell(model.spec, test, run, device, _within_cell(bar, done),
+                              None if bar.disable else _note_above(bar))
         _advance_to(bar, done + 1)  # whole cell, also when it stopped early with an error
         results.append(result)
+
+
+def _note_above(bar: tqdm) -> Callable[[str], None]:
+    """A line printed above the progress bar, on the bar's stream (standard error)."""
+    return lambda line: bar.write(line, file=sys.stderr)
 
 
 def _within_cell(bar: tqdm, done: int) -> Callable[[float], None]:

@@ -140,3 +140,12 @@ def test_only_pass_violation_or_inconclusive_can_be_declared():
         Expected("error", "crashes")
     with pytest.raises(ValueError, match="reason"):
         Expected("violation", " ")
+
+
+def test_a_run_with_progress_prints_each_cells_projected_time(capsys):
+    import mil_assert
+
+    mil_assert.check([toy_models.tiny_max], tests="single_concept", seeds=2, progress=True)
+    err = capsys.readouterr().err
+    assert "tiny_max on single_concept: first epoch " in err
+    assert err.count("projected training time") == 1
