@@ -170,21 +170,25 @@ def benchmark(spec: ModelSpec, test: AlgorithmicTest, seeds: int, budget: Budget
 
 
 def benchmark_one_bag(test: AlgorithmicTest, seeds: int, budget: Budget, dim: int,
-                      device: torch.device, repeats: int,
+                      device: torch.device, repeats: int, slow_epochs: int,
                       log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
                       ) -> list[Timing]:
     """Time attention MIL with dropout (:mod:`mil_assert.one_bag_twins`) three ways through
-    the harness, ``repeats`` times each, in turn: written batched (its seeds train one by
-    one, since it draws dropout), written for one bag per call (the seeds' bags through
-    vmap together), and the same one-bag model bag by bag, seed by seed (no vmap)."""
+    the harness, ``repeats`` times each, in turn: (a) written batched (its seeds train one
+    by one, since it draws dropout), (b) written for one bag per call (the seeds' bags
+    through vmap together), and (c) the same one-bag model bag by bag, seed by seed (no
+    vmap), which trains ``slow_epochs`` epochs and is scaled to the budget's."""
     from mil_assert.one_bag import without_vmap
     from mil_assert.one_bag_twins import BATCHED, ONE_BAG
 
     seed_list = list(range(seeds))
 
+    slow_epochs = min(slow_epochs, budget.epochs)
+    slow_budget = budget.with_overrides({"epochs": slow_epochs})
+
     def per_bag() -> object:
         with without_vmap():
-            return run_cell(ONE_BAG, test, seed_list, budget, dim, device)
+            return run_cell(ONE_BAG, test, seed_list, slow_budget, dim, device)
 
     ways: list[tuple[str, Callable[[], object]]] = [
         ("(a) batched twin", lambda: run_cell(BATCHED, test, seed_list, budget, dim, device)),
@@ -206,7 +210,10 @@ def benchmark_one_bag(test: AlgorithmicTest, seeds: int, budget: Budget, dim: in
             seconds[name].append(time.perf_counter() - started)
             log(f"repeat {repeat + 1}/{repeats}: {name}: {seconds[name][-1]:.2f} s "
                 f"({result.training})")
-    return [Timing(name, seconds[name], 1.0, "") for name, _ in ways]
+    scale = budget.epochs / slow_epochs
+    return [Timing(name, seconds[name], 1.0 if name[1] != "c" else scale,
+                   "" if name[1] != "c" else f"scaled from {slow_epochs} epoch(s)")
+            for name, _ in ways]
 
 
 def describe_device(device: torch.device) -> str:

@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--slow-seeds", type=positive, default=1,
                        help="seeds the slow loops (c, d) really train (default 1)")
     bench.add_argument("--slow-epochs", type=positive, default=3,
-                       help="epochs the slow loops (c, d) really train (default 3)")
+                       help="epochs the slow loops (c, d; --one-bag: c) really train "
+                            "(default 3)")
     bench.add_argument("--one-bag", action="store_true",
                        help="instead: time attention MIL with dropout written for one bag per "
                             "call (vmap, and bag by bag) against its batched twin")
@@ -225,7 +226,7 @@ def one_bag_benchmark_command(args: argparse.Namespace) -> None:
           f"repeats")
     print(f"device: {describe_device(device)}; {date.today().isoformat()}")
     timings = benchmark_one_bag(TESTS[args.test], args.seeds, budget, INSTANCE_DIM, device,
-                                args.repeats)
+                                args.repeats, args.slow_epochs)
     print(format_table(timings))
     batched, vmap, loop = (t.median for t in timings)
     print(f"one bag per call: {vmap / batched:.1f}x its batched twin with vmap; bag by bag "

@@ -96,9 +96,10 @@ def test_models_with_training_callbacks_keep_their_seeds_apart():
 
 def test_the_one_bag_benchmark_times_three_ways():
     lines = []
-    timings = benchmark_one_bag(TESTS["single_concept"], 2, TINY, 8, CPU, 1, lines.append)
+    timings = benchmark_one_bag(TESTS["single_concept"], 2, TINY, 8, CPU, 1, 1, lines.append)
     assert [t.name for t in timings] == ["(a) batched twin", "(b) one bag per call, vmap",
                                          "(c) one bag per call, bag by bag"]
     assert "(stacked: 2 seeds as one model)" in lines[2]
     assert "(seed by seed: vmap is off" in lines[3]
     assert all(t.median > 0 for t in timings)
+    assert [t.scale for t in timings] == [1.0, 1.0, 2.0]  # (c) trained 1 of the 2 epochs
