@@ -111,11 +111,12 @@ def connect(address: str | None = None, device: str = "cpu") -> str:
                 ray.init(address=target, logging_level=logging.ERROR)
             except Exception as error:  # noqa: BLE001 - Ray raises several kinds here
                 cause = error.__cause__ or error
-                hint = ("; it uses token authentication: set RAY_AUTH_MODE=token and its "
-                        "token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token)"
-                        if "auth" in str(cause).lower() else "")
+                why = ("it uses token authentication and this process has no token for "
+                       "it: set RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, "
+                       "or the file ~/.ray/auth_token)"
+                       if "auth" in str(cause).lower() else _first_line(cause))
                 raise ClusterError(f"cannot connect to the Ray cluster at {target}: "
-                                   f"{_first_line(cause)}{hint}") from None
+                                   f"{why}") from None
     gpus = ray.cluster_resources().get("GPU", 0)
     if device == "auto":
         return "cuda" if gpus >= 1 else "cpu"
