@@ -112,13 +112,15 @@ class ComplianceReport:
         for r in self.results:
             val = r.val_auc.per_seed if r.val_auc is not None else ()
             tst = r.test_auc.per_seed if r.test_auc is not None else ()
+            ctl = r.control_auc.per_seed if r.control_auc is not None else ()
             for i, seed in enumerate(r.seeds):
                 finished = i < len(val) and i < len(tst)
                 rows.append({
                     "model": r.model, "test": r.test, "seed": seed,
                     "val_auc": val[i] if finished else float("nan"),
                     "test_auc": tst[i] if finished else float("nan"),
-                    "seed_outcome": (seed_outcome(TESTS[r.test].kind, val[i], tst[i])
+                    "seed_outcome": (seed_outcome(TESTS[r.test].kind, val[i], tst[i],
+                                                  ctl[i] if i < len(ctl) else None)
                                      if finished and r.test in TESTS else None),
                     "verdict": r.verdict, "expected": r.expected,
                 })

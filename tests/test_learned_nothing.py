@@ -96,6 +96,7 @@ def test_the_api_fails_the_gate_and_names_each_model(models, tmp_path):
     label_swap = [r for r in report.results if r.test == "label_swap"]
     assert all(r.control_auc is not None and max(r.control_auc.per_seed) < 0.75
                for r in label_swap)
+    assert set(report.to_frame().seed_outcome) == {"unlearned"}  # the control read too
     assert report.untrained == ["constant", "detached"] and not report.passed
     assert report.failures == [reason("constant"), reason("detached")]
     saved = json.loads(report.save(tmp_path / "r.json").read_text())
