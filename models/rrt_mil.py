@@ -62,7 +62,7 @@ from torch import nn
 
 from mil_assert.models._draws import instance_dropout
 from mil_assert.models._pooling import masked_softmax
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 def real_first(X: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,6 +231,15 @@ SPEC = ModelSpec(
     citation="Tang et al., Feature Re-Embedding: Towards Foundation Model-Level Performance "
              "in Computational Pathology, CVPR 2024",
     respects=(),
+    expected={
+        "single_concept": Expected("violation", "attention pooling uses the poison: test AUC "
+                                   "0.00 on 5 of 5 seeds (validation 1.00)"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC 0.00 "
+                                       "on 5 of 5 seeds"),
+        "false_frequency": Expected("violation", "re-embedded attention pooling counts concept "
+                                    "copies: test AUC 0.00 on 5 of 5 seeds (validation "
+                                    "0.86-0.92)"),
+    },
     stackable=False,
     in_default_run=False,
 )
