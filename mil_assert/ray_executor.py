@@ -48,7 +48,7 @@ from mil_assert.harness import resolve_device, run_cell
 from mil_assert.loading import as_spec
 from mil_assert.registry import ModelSpec
 from mil_assert.results import CellResult
-from mil_assert.runner import Model, Run
+from mil_assert.runner import Model, Run, error_cell
 from mil_assert.synthetic import TESTS
 
 CELL_RETRIES = 2
@@ -251,14 +251,9 @@ def _land(ray: Any, ref: Any, cell: tuple[Model, str, float], run: Run, bar: tqd
 
 def failed_cell(spec: ModelSpec, test: str, run: Run, seconds: float,
                 message: str) -> CellResult:
-    """The ``error`` cell of a task that returned no result."""
-    expected = spec.expected.get(test)
-    return CellResult(
-        model=spec.name, test=test, verdict="error",
-        expected=None if expected is None else expected.verdict,
-        expected_reason=None if expected is None else expected.reason,
-        seeds=tuple(int(s) for s in run.seeds), val_auc=None, test_auc=None,
-        seconds=seconds, message=message, budget_overrides=dict(spec.budget))
+    """The ``error`` cell of a task that returned no result, with the seconds from its
+    submission to its failure."""
+    return dataclasses.replace(error_cell(spec, test, run, message), seconds=seconds)
 
 
 def _cell_on_worker(ref: str | ModelSpec, base_dir: Path, test: str, run: Run) -> CellResult:
