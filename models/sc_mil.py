@@ -39,7 +39,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits, normalize
 
 from mil_assert.models._pooling import masked_softmax
 from mil_assert.models.gated_abmil import GatedAttention
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 def supervised_contrastive(projections: torch.Tensor, y: torch.Tensor,
@@ -99,4 +99,15 @@ SPEC = ModelSpec(
              "Imbalanced Classification in Pathology, WACV 2024",
     respects=(),
     in_default_run=False,
+    expected={
+        "single_concept": Expected("violation", "the poison draws the attention: validation "
+                                   "AUC 1.00, test AUC 0.00 on 5 of 5 seeds"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: validation AUC "
+                                       "1.00, test AUC 0.00 on 5 of 5 seeds"),
+        "false_frequency": Expected("violation", "the attention-weighted mean counts concept "
+                                    "copies: test AUC 0.06-0.10, inverted, on 5 of 5 seeds"),
+        "label_swap": Expected("violation", "absence becomes positive evidence, the contrastive "
+                               "loss separating it further: held-out AUC 0.92-0.98 on 5 of 5 "
+                               "seeds"),
+    },
 )
