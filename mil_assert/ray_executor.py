@@ -195,11 +195,11 @@ def run_on_ray(cells: Sequence[tuple[Model, str]], run: Run, bar: tqdm,
     task = ray.remote(_cell_on_worker).options(
         num_cpus=1, num_gpus=1 if device == "cuda" else 0, max_retries=CELL_RETRIES,
         retry_exceptions=False)
-    refs = [_sendable(ray, model) for model, _ in cells]
+    models = [_sendable(ray, model) for model, _ in cells]  # all checked before any task
     pending: dict[Any, tuple[Model, str, float]] = {}
     try:
-        for (model, test), ref in zip(cells, refs, strict=True):
-            pending[task.remote(ref, model.base_dir, test, cell_run)] = (
+        for (model, test), sent in zip(cells, models, strict=True):
+            pending[task.remote(sent, model.base_dir, test, cell_run)] = (
                 model, test, time.monotonic())
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
