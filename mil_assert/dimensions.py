@@ -51,11 +51,7 @@ def is_control(spec: ModelSpec, test: str) -> bool:
 def passing_seeds(result: CellResult, outcomes: Sequence[str] = verdict.PASSING) -> int:
     """Seeds of a cell whose outcome is one of ``outcomes`` (default: the outcomes that
     show the model passing: kept, or could not learn)."""
-    if result.val_auc is None or result.test_auc is None:
-        return 0
-    kind = TESTS[result.test].kind
-    return sum(verdict.seed_outcome(kind, v, t) in outcomes
-               for v, t in zip(result.val_auc.per_seed, result.test_auc.per_seed, strict=True))
+    return sum(outcome in outcomes for outcome in result.seed_outcomes())
 
 
 def needs_confirmation(spec: ModelSpec, result: CellResult) -> str | None:
@@ -65,9 +61,11 @@ def needs_confirmation(spec: ModelSpec, result: CellResult) -> str | None:
     if result.val_auc is None or result.test_auc is None:
         return None
     kind, val, test = TESTS[result.test].kind, result.val_auc.per_seed, result.test_auc.per_seed
-    if verdict.fragile(kind, val, test):
+    control = None if result.control_auc is None else result.control_auc.per_seed
+    if verdict.fragile(kind, val, test, control):
         return "fragile"
-    if any(verdict.near_threshold(kind, v, t) for v, t in zip(val, test, strict=True)):
+    if any(verdict.near_threshold(kind, v, t, None if control is None else control[i])
+           for i, (v, t) in enumerate(zip(val, test, strict=True))):
         return "near a threshold"
     return None
 
