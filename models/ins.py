@@ -12,9 +12,11 @@ Each instance of a negative bag has the partial label {negative}; each instance 
 positive bag the partial label {negative, positive}. Training (``batch_loss``, over the
 real instances of a mini-batch of bags):
 
-- classification: cross-entropy of ``fc`` against a target in the instance's partial
-  label set: uniform over it before the prototype stage; from the prototype stage on, the
-  class whose prototype is nearest the instance's projection (within its partial set);
+- classification: cross-entropy of ``fc`` against each instance's confidence, a
+  distribution over its partial label set: uniform at first; from the prototype stage on,
+  at each visit moved towards the class whose prototype is nearest the instance's
+  projection (within its partial set) with a momentum falling linearly from 0.95 to 0.8
+  over training (``on_train_epoch_start``); negative-bag instances stay negative;
 - contrast, weight 0.5: before the prototype stage MoCo (the instance's key from a
   momentum encoder fed a noisy view, against a queue of earlier keys); from the stage on
   supervised contrast (temperature 0.07) whose positives are the instances, keys and
@@ -41,11 +43,12 @@ proto_m 0.9, temperature 0.07, loss weight 0.5, prototype stage after epoch 1 as
 CAMELYON16 script ``train_withbag_cam.py``), the bag score from the instance scores.
 
 Simplified:
-- no dataset-wide instance indices (the harness gives bags): the authors keep a confidence
-  table per training instance, moved towards the prototype label with a momentum that
-  falls from 0.95 to 0.8 over training; here the target is the prototype label of the
-  current step (the table's limit when the label is stable), and negative-bag instances
-  are always negative, as the authors reset them;
+- no dataset-wide instance indices (the harness gives bags): the confidence table is keyed
+  by each instance's values (the training bags are the same tensors every epoch), which
+  identifies the same instances as the authors' indices unless two instances are equal;
+  a first version that replaced the table by the current step's one-hot prototype label
+  collapsed: every instance was labelled negative from the first prototype epoch on and
+  validation AUC fell to about 0.48;
 - an MLP encoder on the instance vectors (the authors reshape feature vectors into images
   for a ResNet-18); the key view is the instance plus Gaussian noise of standard deviation
   ``noise = 0.1`` per feature, drawn instance by instance (``models/_draws.py``) in place
@@ -108,7 +111,8 @@ def supervised_contrast(anchors: torch.Tensor, features: torch.Tensor, positive:
 class INS(nn.Module):
     def __init__(self, dim: int, width: int = 64, low_dim: int = 128, queue: int = 1024,
                  moco_m: float = 0.999, proto_m: float = 0.9, temperature: float = 0.07,
-                 loss_weight: float = 0.5, prot_start: int = 1, noise: float = 0.1) -> None:
+                 loss_weight: float = 0.5, prot_start: int = 1, noise: float = 0.1,
+                 conf_ema_range: tuple[float, float] = (0.95, 0.8)) -> None:
         super().__init__()
         self.net = InstanceNet(dim, width, low_dim)
         self.key_net = copy.deepcopy(self.net)
@@ -121,6 +125,10 @@ class INS(nn.Module):
         self.register_buffer("prototype_stage", torch.zeros((), dtype=torch.bool))
         self.moco_m, self.proto_m, self.temperature = moco_m, proto_m, temperature
         self.loss_weight, self.prot_start, self.noise = loss_weight, prot_start, noise
+        self.conf_ema_range = conf_ema_range
+        self.conf_m = conf_ema_range[0]
+        self._rows: dict[bytes, int] = {}  # instance values -> row of the confidence table
+        self._confidence = torch.zeros(0, 2)
         self._pending: tuple[torch.Tensor, ...] | None = None
 
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -140,22 +148,53 @@ class INS(nn.Module):
         scores = logits.softmax(-1).detach() * partial  # classifier, within the partial set
         with torch.no_grad():
             _, k = self.key_net(x_key)
+        rows, confidence = self.confidence_rows(x, partial)
         if bool(self.prototype_stage):
+            # The confidence moves towards the nearest prototype's class within the partial
+            # set; instances of negative bags stay negative (the authors reset them).
             prototype_label = ((q.detach() @ self.prototypes.T).softmax(-1) * partial).argmax(1)
-            target = F.one_hot(prototype_label, 2).float()
+            confidence = (self.conf_m * confidence
+                          + (1 - self.conf_m) * F.one_hot(prototype_label, 2).float())
+            confidence = torch.where(bag_positive[:, None], confidence, partial)
             pseudo = torch.cat([scores.argmax(1), scores.argmax(1),
                                 self.queue_scores.argmax(1)])
             same = pseudo[:q.shape[0], None] == pseudo[None]
             contrast = supervised_contrast(q, torch.cat([q, k, self.queue]), same,
                                            self.temperature)
         else:
-            target = partial / partial.sum(1, keepdim=True)
             moco = torch.cat([(q * k).sum(1, keepdim=True), q @ self.queue.T], dim=1)
             contrast = F.cross_entropy(moco / self.temperature,
                                        torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+        target = confidence
         classification = -(target * F.log_softmax(logits, -1)).sum(1).mean()
-        self._pending = (q.detach(), scores.argmax(1), k, scores)
+        self._pending = (q.detach(), scores.argmax(1), k, scores, rows, confidence)
         return classification + self.loss_weight * contrast
+
+    def confidence_rows(self, x: torch.Tensor,
+                        partial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each training instance's row of the confidence table, and its confidence
+        ``[I, 2]``. The harness gives no instance indices, so an instance is known by its
+        values (the training bags are the same tensors every epoch); a new instance gets
+        the uniform distribution over its partial label set, as the authors initialise."""
+        keys = [row.tobytes() for row in x.detach().cpu().numpy()]
+        new = [i for i, key in enumerate(keys) if key not in self._rows]
+        for i in new:
+            self._rows.setdefault(keys[i], len(self._rows))
+        if len(self._rows) > self._confidence.shape[0]:
+            grown = self._confidence.new_zeros(2 * len(self._rows), 2)
+            grown[:self._confidence.shape[0]] = self._confidence
+            self._confidence = grown
+        rows = torch.tensor([self._rows[key] for key in keys], dtype=torch.long)
+        if new:
+            fresh = torch.tensor(new, dtype=torch.long)
+            self._confidence[rows[fresh]] = (partial[fresh] / partial[fresh].sum(1, keepdim=True)
+                                             ).cpu()
+        return rows, self._confidence[rows].to(x.device)
+
+    def on_train_epoch_start(self, progress: object) -> None:
+        """The confidence momentum falls linearly from 0.95 to 0.8 over training."""
+        start, end = self.conf_ema_range
+        self.conf_m = start + (end - start) * progress.epoch / progress.epochs
 
     @torch.no_grad()
     def on_train_batch_end(self, progress: object) -> None:
@@ -164,8 +203,9 @@ class INS(nn.Module):
             key.mul_(self.moco_m).add_(own.detach(), alpha=1 - self.moco_m)
         if self._pending is None:
             return
-        q, label, k, scores = self._pending
+        q, label, k, scores, rows, confidence = self._pending
         self._pending = None
+        self._confidence[rows] = confidence.cpu()
         for c in range(2):
             chosen = q[label == c]
             m = chosen.shape[0]

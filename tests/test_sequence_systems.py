@@ -132,4 +132,15 @@ def test_ins_updates_prototypes_queue_and_stage_only_after_the_step():
     assert not bool(model.prototype_stage)
     model.on_train_epoch_end(TrainingProgress(epoch=1, epochs=3, step=1, steps_per_epoch=1))
     assert bool(model.prototype_stage)
+    model.on_train_epoch_start(TrainingProgress(epoch=2, epochs=3, step=2, steps_per_epoch=1))
+    assert model.conf_m == pytest.approx(0.95 - 0.15 * 2 / 3)
+    negative = y.repeat_interleave(5) == 0
+    rows, confidence = model.confidence_rows(X[mask], torch.ones(20, 2))
+    torch.testing.assert_close(confidence[negative], torch.tensor([[1.0, 0.0]]).expand(10, 2))
+    torch.testing.assert_close(confidence[~negative], torch.full((10, 2), 0.5))
+    assert torch.equal(rows, torch.arange(20))  # one row per instance, found by its values
+    torch.manual_seed(5)
     assert torch.isfinite(model.batch_loss(X, mask, y))
+    model.on_train_batch_end(progress)
+    moved = model.confidence_rows(X[mask], torch.ones(20, 2))[1][~negative]
+    assert not torch.allclose(moved, torch.full((10, 2), 0.5))  # towards the prototypes
