@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits, cosine_similarity
 
 from mil_assert.models._pooling import masked_softmax
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 class MultiBranchGatedAttention(nn.Module):
@@ -136,4 +136,15 @@ SPEC = ModelSpec(
     budget={"lr_schedule": "cosine", "warmup_epochs": 0},
     stackable=False,  # STKIM draws random numbers in every training step
     in_default_run=False,
+    expected={
+        "single_concept": Expected("violation", "the poison draws every branch's attention: "
+                                   "validation AUC 1.00, test AUC 0.00-0.01 on 5 of 5 seeds"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: validation AUC "
+                                       "1.00, test AUC 0.00 on 5 of 5 seeds"),
+        "false_frequency": Expected("inconclusive", "masking 6 of the 10 most attended "
+                                    "instances of these small bags hides the concepts: "
+                                    "validation AUC 0.56-0.73 on 5 of 5 seeds"),
+        "label_swap": Expected("violation", "softmax attention uses absence as positive "
+                               "evidence: held-out AUC 0.84-0.88 on 5 of 5 seeds"),
+    },
 )

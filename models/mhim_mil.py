@@ -62,7 +62,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits, log_softmax, s
 
 from mil_assert.models._draws import instance_dropout, instance_uniform
 from mil_assert.models._pooling import masked_softmax
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 class AttentionBase(nn.Module):
@@ -174,4 +174,16 @@ SPEC = ModelSpec(
     respects=(),
     stackable=False,  # dropout and random masking in every training step
     in_default_run=False,
+    expected={
+        "single_concept": Expected("inconclusive", "the teacher's top instance (the poison in "
+                                   "negatives) is masked: 2 of 5 seeds learn the concept (test "
+                                   "AUC 0.95-0.96), 3 read the unseen poison as positive "
+                                   "(validation AUC 0.00)"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut on 2 of 5 seeds "
+                                       "(validation AUC 1.00, test 0.00); 3 do not learn"),
+        "false_frequency": Expected("violation", "the attention-weighted mean counts concept "
+                                    "copies: test AUC 0.29-0.39, inverted, on 4 of 5 seeds"),
+        "label_swap": Expected("violation", "softmax attention uses absence as positive "
+                               "evidence: held-out AUC 0.87-0.98 on 5 of 5 seeds"),
+    },
 )
