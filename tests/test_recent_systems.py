@@ -8,6 +8,9 @@ set-monotone, count-free inference. The models' verdicts come from `pytest --mod
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +25,7 @@ from mil_assert.procedure import TrainingProgress
 from mil_assert.registry import builtin_models
 
 DIM = 6
+REPO = Path(__file__).resolve().parent.parent
 RECENT = ("acmil", "mhim_mil", "aem", "sc_mil", "focus_mil")
 
 
@@ -47,6 +51,23 @@ def test_recent_systems_stay_out_of_the_default_run():
     for name in RECENT:
         assert specs[name].in_default_run is False, name
     assert specs["abmil"].in_default_run is True
+
+
+def collected(*options: str) -> str:
+    """The compliance cells a pytest run would collect in this repository."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                          "-p", "no:cacheprovider", "mil_assert/compliance.py", *options],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
+def test_the_default_run_skips_them_and_a_named_run_judges_them():
+    default = collected()
+    assert "[abmil]" in default
+    assert not any(f"[{name}]" in default for name in RECENT)
+    named = collected("--model=acmil")
+    assert named.count("[acmil]") == 4 and "[abmil]" not in named
 
 
 def test_instance_major_draws_ignore_padding():
