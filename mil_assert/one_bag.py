@@ -66,13 +66,29 @@ class BagMap:
                   *per_bag: torch.Tensor) -> torch.Tensor:
         """``fn`` on ``G`` bags of one size, ``bags [G, n, D]`` -> ``[G]``."""
         if self.fallback is None and len(bags) > 1 and vmap_enabled():
+            # a failed vmap may have drawn random numbers: the loop draws from where it began
+            states = random_states(bags.device)
             try:
                 return torch.func.vmap(fn, randomness="different")(bags, *per_bag)
             except Exception as error:  # noqa: BLE001 - vmap cannot run this model; a loop can
+                restore_random_states(states)
                 first_line = (str(error).strip().splitlines() or [""])[0]
                 self.fallback = f"{type(error).__name__}: {first_line[:200]}"
         return torch.stack([fn(bag, *(v[i] for v in per_bag)) for i, bag in enumerate(bags)])
 
+
+
+def random_states(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """torch's global random state, and the device's where it is a GPU."""
+    return (torch.get_rng_state(),
+            torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def restore_random_states(states: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    cpu, cuda = states
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda)
 
 
 class _Method(nn.Module):

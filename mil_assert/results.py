@@ -119,12 +119,21 @@ error keeps its own status. Distinct from pytest's own statuses (0-5) and from
 def untrained_models(results: Sequence[CellResult]) -> list[str]:
     """Models that learned none of the training distributions of the cells they ran
     (:func:`mil_assert.verdict.learned_nothing` over every seed of their judged cells;
-    ``error`` cells fail the gate on their own and are not counted), in order."""
-    from mil_assert.verdict import learned_nothing
+    ``error`` cells fail the gate on their own and are not counted), in order. A seed whose
+    validation AUC (or control AUC) is at most ``1 - LEARNED_AUC`` ranked its training
+    distribution backwards: it learned something, so its model is not one that learned
+    nothing."""
+    from mil_assert.verdict import LEARNED_AUC, learned_nothing
 
     outcomes: dict[str, list[str]] = {}
     for result in results:
-        outcomes.setdefault(result.model, []).extend(result.seed_outcomes())
+        seen = outcomes.setdefault(result.model, [])
+        seeds = result.seed_outcomes()
+        seen.extend(seeds)
+        validation = [*result.val_auc.per_seed,
+                      *(result.control_auc.per_seed if result.control_auc else ())] if seeds else []
+        if any(auc <= 1 - LEARNED_AUC for auc in validation):
+            seen.append("ranked its training distribution backwards")
     return [model for model, seen in outcomes.items() if learned_nothing(seen)]
 
 

@@ -266,3 +266,9 @@ def test_a_model_vmap_cannot_run_says_why_once():
     assert result.verdict != "error", result.message
     assert "; vmap could not run the model, so its bags ran one by one (" in result.training
     assert sum("vmap could not run the model" in line for line in notes) == 1
+
+
+def test_a_one_bag_model_that_vmap_cannot_run_after_drawing_passes_the_contract():
+    """vmap fails after the model drew its random numbers; the bag-by-bag fallback starts
+    from the state before that attempt, so both training-mode calls draw the same ones."""
+    assert check_contract(build_model(toy_models.random_mask_in_place, 0, 16), 16).ok

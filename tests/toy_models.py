@@ -222,3 +222,26 @@ class ReadsAPythonNumber(OneBagDropoutAttention):
 
 reads_a_python_number = ModelSpec(name="reads_a_python_number", factory=ReadsAPythonNumber,
                                   input="bag1", budget=TINY_BUDGET)
+
+
+class RandomMaskInPlace(nn.Module):
+    """One bag ``x [1, N, D]`` per call; in training it weighs the instances at random
+    through an in-place ``scatter_`` on a fresh tensor (as ACMIL's instance masking writes
+    its mask), which ``torch.func.vmap`` cannot run after it has drawn the numbers."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+        self.head = nn.Linear(dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.score(x[0]).squeeze(-1)  # [N]
+        if self.training:  # random instance weights, written in place into a fresh tensor
+            weights = torch.ones(scores.shape[0])
+            weights.scatter_(0, torch.arange(scores.shape[0]), torch.rand(scores.shape[0]))
+            scores = scores * weights
+        return self.head(torch.softmax(scores, 0) @ x[0])
+
+
+random_mask_in_place = ModelSpec(name="random_mask_in_place", factory=RandomMaskInPlace,
+                                 input="bag1", budget=TINY_BUDGET)
