@@ -146,3 +146,19 @@ def test_no_model_of_the_reference_report_learned_nothing():
     [mi_net] = [r for r in results if r.model == "mi_net" and r.test == "label_swap"]
     assert mi_net.verdict == "pass" and mi_net.control_auc is not None
     assert min(mi_net.control_auc.per_seed) >= 0.75
+
+
+def test_a_seed_that_ranks_its_training_bags_backwards_learned_something():
+    """Validation AUC 0.00 is a perfectly inverted ranking, not a model that learned
+    nothing: the gate judges such a model cell by cell."""
+    from mil_assert.metrics import SeedSummary
+    from mil_assert.results import CellResult, untrained_models
+
+    def cell(model: str, val: list[float]) -> CellResult:
+        return CellResult(model=model, test="single_concept", verdict="inconclusive",
+                          expected=None, expected_reason=None, seeds=(0, 1),
+                          val_auc=SeedSummary.of(val), test_auc=SeedSummary.of([0.5, 0.5]),
+                          seconds=1.0, message="")
+
+    assert untrained_models([cell("flat", [0.5, 0.52]), cell("inverted", [0.0, 0.5])]) == [
+        "flat"]
