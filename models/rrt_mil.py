@@ -239,6 +239,8 @@ SPEC = ModelSpec(
         "false_frequency": Expected("violation", "re-embedded attention pooling counts concept "
                                     "copies: test AUC 0.00 on 5 of 5 seeds (validation "
                                     "0.86-0.92)"),
+        "label_swap": Expected("violation", "softmax attention uses absence as positive "
+                               "evidence: held-out AUC 0.91-0.96 on 5 of 5 seeds"),
     },
     stackable=False,
     in_default_run=False,
