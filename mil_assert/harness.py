@@ -36,7 +36,7 @@ from mil_assert.results import CellResult
 from mil_assert.seeding import cpu_generator, seeded_global_rngs
 from mil_assert.stacking import NotStackable, check_stacked, stack_models
 from mil_assert.synthetic import AlgorithmicTest, Bags, Splits
-from mil_assert.verdict import judge
+from mil_assert.verdict import LEARNED_AUC, judge
 
 EVAL_CHUNK_BAGS = 1024
 EVAL_CHUNK_BYTES = 64 * 2**20
@@ -342,8 +342,10 @@ class GroupOutcome:
     test_aucs: list[float]
     stopped: Stopped | None = None
     within_unit_interval: bool = False
-    """Every validation logit lies in [0, 1]: read as logits, these look like
-    probabilities (a trained logit model gives its negatives logits below 0)."""
+    """Every validation logit lies in [0, 1] though a seed learned (validation AUC at
+    least ``LEARNED_AUC``): read as logits, these look like probabilities (binary
+    cross-entropy gives the negatives of a logit model that learned logits below 0; one
+    that did not learn may stay in a narrow range anywhere)."""
     vmap_fallback: str | None = None
     """Why ``torch.func.vmap`` could not run a one-bag model (its bags ran one by one)."""
 
@@ -370,10 +372,11 @@ def train_group(group: Group, budget: Budget, on_step: Callable[[], None] | None
         val = predict(group.model, group.val)
         test = predict(group.model, group.test)
     val_y, test_y = group.val.y.cpu().numpy(), group.test.y.cpu().numpy()
-    return GroupOutcome([roc_auc(val[s], val_y[s]) for s in range(len(group.seeds))],
+    val_aucs = [roc_auc(val[s], val_y[s]) for s in range(len(group.seeds))]
+    return GroupOutcome(val_aucs,
                         [roc_auc(test[s], test_y[s]) for s in range(len(group.seeds))],
                         within_unit_interval=bool(((val >= 0) & (val <= 1)).all()
-                                                  and (val.amax(1) > val.amin(1)).all()),
+                                                  and max(val_aucs) >= LEARNED_AUC),
                         vmap_fallback=getattr(getattr(group.model, "bag_map", None),
                                               "fallback", None))
 
