@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mil_assert.models._draws import instance_normal
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 
 
 class InstanceNet(nn.Module):
@@ -230,6 +230,16 @@ SPEC = ModelSpec(
     citation="Qu et al., Rethinking Multiple Instance Learning for Whole Slide Image "
              "Classification: A Good Instance Classifier is All You Need, IEEE TCSVT 2024",
     respects=(),
+    expected={
+        "threshold_poisoned": Expected("violation", "the mean of instance scores drops with "
+                                       "the poison's low score: test AUC 0.38-0.42, 3 of 5 "
+                                       "seeds inverted (validation 0.67-0.73)"),
+        "false_frequency": Expected("inconclusive", "an instance classifier cannot learn 'A "
+                                    "and B' from bags where A and B each occur in negatives: "
+                                    "validation AUC 0.49-0.51 on 5 of 5 seeds"),
+        "label_swap": Expected("violation", "the mean of instance scores uses absence: "
+                               "held-out AUC 0.65-0.67 on 3 of 5 seeds (0.51, 0.60 on 2)"),
+    },
     stackable=False,
     in_default_run=False,
 )
