@@ -66,7 +66,7 @@ from torch import nn
 from mil_assert.models._draws import instance_dropout
 from mil_assert.models._pooling import masked_softmax
 from mil_assert.models.rrt_mil import real_first
-from mil_assert.registry import ModelSpec
+from mil_assert.registry import Expected, ModelSpec
 from mil_assert.stacking import MembersAxis
 
 
@@ -282,5 +282,15 @@ SPEC = ModelSpec(
     citation="Yang, Wang & Chen, MambaMIL: Enhancing Long Sequence Modeling with Sequence "
              "Reordering in Computational Pathology, MICCAI 2024",
     respects=(),
+    expected={
+        "single_concept": Expected("violation", "attention over scanned instances uses the "
+                                   "poison: test AUC 0.00-0.33 on 4 of 5 seeds"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC 0.00 "
+                                       "on 4 of 5 seeds"),
+        "false_frequency": Expected("violation", "counts concept copies: test AUC 0.15 on 1 "
+                                    "seed, 0.40-0.51 (lost) on 3 of 5 (validation 0.90-0.94)"),
+        "label_swap": Expected("violation", "uses absence as positive evidence: held-out AUC "
+                               "0.91-0.95 on 5 of 5 seeds"),
+    },
     in_default_run=False,
 )
