@@ -486,7 +486,7 @@ def run_cell(
                         [seed for later in groups[i + 1:] for seed in later.seeds]))
                 val, tst = outcome.val_aucs, outcome.test_aucs
                 probabilities = probabilities or (outcome.within_unit_interval and not label)
-                if outcome.vmap_fallback and "vmap" not in how:
+                if outcome.vmap_fallback and "; vmap could not run" not in how:
                     how += (f"; vmap could not run the model, so its bags ran one by one "
                             f"({outcome.vmap_fallback})")
                     if note is not None:
