@@ -63,6 +63,14 @@ def _raise_stopped(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
 
+def reclaim_stop_signals() -> None:
+    """Inside a :func:`signals_interrupt` block, set its handlers again: for a library
+    that installed its own while the block ran (``ray.init`` sets a SIGTERM handler)."""
+    if _state["depth"] > 0 and threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _raise_stopped)
+
+
 @contextmanager
 def signals_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM and SIGHUP raise :class:`Stopped` in the main thread; the

@@ -45,6 +45,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mil_assert.harness import resolve_device, run_cell
+from mil_assert.interrupts import reclaim_stop_signals
 from mil_assert.loading import as_spec
 from mil_assert.registry import ModelSpec
 from mil_assert.results import CellResult
@@ -119,6 +120,7 @@ def connect(address: str | None = None, device: str = "cpu") -> str:
                        if "auth" in str(cause).lower() else _first_line(cause))
                 raise ClusterError(f"cannot connect to the Ray cluster at {target}: "
                                    f"{why}") from None
+    reclaim_stop_signals()  # ray.init installs its own SIGTERM handler in the driver
     gpus = ray.cluster_resources().get("GPU", 0)
     if device == "auto":
         return "cuda" if gpus >= 1 else "cpu"
