@@ -256,3 +256,13 @@ def test_the_benchmark_ratio_is_each_way_against_the_harness():
 def test_benchmark_times_one_model(capsys):
     assert main(["benchmark", "--model", "abmil,mi_net"]) == 2
     assert "benchmark times one model" in capsys.readouterr().err
+
+
+def test_method_text_states_the_rule_of_each_kind_of_test_it_reports():
+    report = json.loads(REFERENCE.read_text())
+    method = render(report, "method")
+    assert "test AUC falls below 0.4" in method
+    assert "On \\texttt{label\\_swap}, whose rule no MIL model can represent" in method
+    assert "held-out AUC exceeds 0.6" in method and "capacity control" in method
+    report["results"] = [r for r in report["results"] if r["test"] != "label_swap"]
+    assert "held-out AUC" not in render(report, "method")
