@@ -213,9 +213,15 @@ def test_an_interrupt_keeps_the_finished_cells_and_stops_the_rest(cluster, tmp_p
             return shown
 
     monkeypatch.setattr(mil_assert.runner, "tqdm", Landed)
-    report = mil_assert.check([f"{TOY}:tiny_max", f"{models}:sleeper"],
-                              tests="single_concept", seeds=2, device="cpu", progress=True,
-                              executor="ray")
+    # A job started in the background of a non-interactive shell (`.ci/run &`) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler: restore it.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        report = mil_assert.check([f"{TOY}:tiny_max", f"{models}:sleeper"],
+                                  tests="single_concept", seeds=2, device="cpu",
+                                  progress=True, executor="ray")
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert report.interrupted and report.stopped_by == "SIGINT" and not report.passed
     assert [r.model for r in report.results] == ["tiny_max"]
     assert report.as_dict()["interrupted"] is not None
