@@ -238,7 +238,9 @@ def test_benchmark_prints_times_device_and_ratios(capsys, monkeypatch):
     medians = [float(row.split("|")[2]) for row in rows]
     ratios = [float(row.split("|")[4].strip().removesuffix("x")) for row in rows]
     harness = medians[0]
-    assert harness > 0.05
+    assert all(median >= 0 for median in medians) and all(ratio > 0 for ratio in ratios)
+    if harness < 0.15:  # on a fast machine: 0.1 s of print precision says nothing of a ratio
+        return
     for median, ratio in zip(medians, ratios, strict=True):  # printed to 0.1 s and 0.1x
         low, high = (median - 0.05) / (harness + 0.05), (median + 0.05) / (harness - 0.05)
         assert low - 0.05 <= ratio <= high + 0.05, (median, harness, ratio)
