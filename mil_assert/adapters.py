@@ -170,6 +170,11 @@ class BagLogits(nn.Module):
         # a one-bag [1, N, D] model whose forward takes a mask gets an all-True one
         self._full_mask = input == "bag1" and _takes_mask(model.forward)
 
+    @property
+    def vmap_fallback(self) -> str | None:
+        """The steps down from vmap its bags took (:mod:`mil_assert.one_bag`), or ``None``."""
+        return self.bag_map.fallback
+
     def logits(self, out: Any, bags: int, one_bag: bool = False) -> torch.Tensor:
         return bag_logits(out, bags, one_bag=one_bag, output=self.output,
                           positive_class=self.positive_class, output_key=self.output_key)
@@ -218,13 +223,19 @@ class OneBagSeedsLogits(nn.Module):
     ``loss(X, mask, y) -> [S*B]`` when the model has a per-bag ``loss(x, y)`` hook."""
 
     compare_in_eval = True
-    """The stacking check compares it with the seeds' own models in eval mode: in training
-    mode they draw their random numbers in another order."""
+    """The stacking check also compares it with the seeds' own models in eval mode: in
+    training mode they draw their random numbers in another order, so there only its
+    outputs' shapes are checked when the model draws any."""
 
     def __init__(self, members: Sequence[BagLogits]) -> None:
         super().__init__()
         self.seeds_model = OneBagSeeds([m.model for m in members])
         self._reader = [members[0]]  # reads outputs as the members do; not trained itself
+
+    @property
+    def vmap_fallback(self) -> str | None:
+        """The steps down from nested vmap its seeds' bags took, or ``None``."""
+        return self.seeds_model.ladder.fallback
 
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         reader = self._reader[0]

@@ -347,7 +347,8 @@ class GroupOutcome:
     cross-entropy gives the negatives of a logit model that learned logits below 0; one
     that did not learn may stay in a narrow range anywhere)."""
     vmap_fallback: str | None = None
-    """Why ``torch.func.vmap`` could not run a one-bag model (its bags ran one by one)."""
+    """The steps down from ``torch.func.vmap`` a one-bag model took, each with its reason
+    (:mod:`mil_assert.one_bag`), or ``None``."""
 
 
 def train_group(group: Group, budget: Budget, on_step: Callable[[], None] | None = None,
@@ -377,8 +378,7 @@ def train_group(group: Group, budget: Budget, on_step: Callable[[], None] | None
                         [roc_auc(test[s], test_y[s]) for s in range(len(group.seeds))],
                         within_unit_interval=bool(((val >= 0) & (val <= 1)).all()
                                                   and max(val_aucs) >= LEARNED_AUC),
-                        vmap_fallback=getattr(getattr(group.model, "bag_map", None),
-                                              "fallback", None))
+                        vmap_fallback=getattr(group.model, "vmap_fallback", None))
 
 
 class CellClock:
@@ -486,11 +486,11 @@ def run_cell(
                         [seed for later in groups[i + 1:] for seed in later.seeds]))
                 val, tst = outcome.val_aucs, outcome.test_aucs
                 probabilities = probabilities or (outcome.within_unit_interval and not label)
-                if outcome.vmap_fallback and "; vmap could not run" not in how:
-                    how += (f"; vmap could not run the model, so its bags ran one by one "
-                            f"({outcome.vmap_fallback})")
-                    if note is not None:
-                        note(f"{spec.name}: {how.split('; ', 1)[1]}")
+                for step in (outcome.vmap_fallback or "").split("; "):
+                    if step and step not in how:
+                        how += f"; {step}"
+                        if note is not None:
+                            note(f"{spec.name}: {step}")
                 if label:
                     control_aucs += val
                 else:

@@ -5,10 +5,15 @@ The harness trains on padded mini-batches (``X [B, N, D]``, ``mask [B, N]``), so
 :class:`BagMap` cuts each bag to its real instances and calls a function of one bag on
 every bag of the batch: the bags of each size go through ``torch.func.vmap`` together
 (``randomness="different"``: each bag draws its own dropout and masking), and the values
-come back in the batch's order. Where vmap cannot run the function (an in-place op on a
-captured tensor, ``.item()``, data-dependent Python control flow), the bags run one by
-one; the first such failure is kept as :attr:`BagMap.fallback`, a reason the report and
-the progress output show once.
+come back in the batch's order. :class:`OneBagSeeds` does the same for the seeds of a
+cell trained as one, nesting a vmap over the seeds around the vmap over their bags.
+
+Where vmap cannot run the function as written (an in-place write into a fresh tensor,
+``.item()``, data-dependent Python control flow), the run steps down
+(:data:`VMAP_STEPS`): vmap of the functionalized function, then seed by seed, then bag by
+bag, with torch's random state restored after each failed attempt. Each step left is
+recorded once (:attr:`StepDown.reasons`), for the cell's ``training`` line and one
+progress note.
 """
 
 from __future__ import annotations
@@ -39,12 +44,83 @@ def vmap_enabled() -> bool:
     return _VMAP[0]
 
 
+VMAP_STEPS = ("vmap", "vmap after functionalize", "seed by seed", "bag by bag")
+"""How one-bag models run, fastest first. ``torch.func.functionalize`` turns in-place
+writes into out-of-place ones (ACMIL writes its random instance mask with ``scatter_`` into
+a fresh tensor, which vmap alone cannot run); "seed by seed" keeps vmap over one seed's
+bags; "bag by bag" is the plain loop, which runs whatever the model does."""
+
+
+class StepDown:
+    """The way a one-bag model is run, stepped down once per failure and remembered.
+
+    ``run(attempts)`` tries the attempt of the current step and each later one in order;
+    a failed attempt restores torch's random state (it may have drawn numbers), records
+    its reason once in :attr:`reasons` and moves the step down for every later call. The
+    last attempt's own exception is the model's, and propagates.
+    """
+
+    def __init__(self, first: int = 0) -> None:
+        self.step = first
+        self.reasons: list[str] = []
+        """``"<step> failed (<exception>)"`` for each step left, in order."""
+
+    @property
+    def fallback(self) -> str | None:
+        """The steps left and why, for the report's ``training`` line, or ``None``."""
+        return "; ".join(self.reasons) or None
+
+    def run(self, attempts: Sequence[Callable[..., torch.Tensor] | None],
+            *args: torch.Tensor) -> torch.Tensor:
+        """``attempts[i](*args)`` runs the function as ``VMAP_STEPS[i]`` says (``None``
+        where a step does not apply); ``args[0]`` is on the device whose random state a
+        failed attempt restores."""
+        for step in range(self.step, len(attempts)):
+            attempt = attempts[step]
+            if attempt is None:
+                continue
+            self.step = step
+            if step == len(attempts) - 1:
+                return attempt(*args)
+            states = random_states(_first_tensor(args).device)
+            try:
+                return attempt(*args)
+            except Exception as error:  # noqa: BLE001 - this step cannot run it; the next may
+                restore_random_states(states)
+                first_line = (str(error).strip().splitlines() or [""])[0]
+                self.reasons.append(f"{VMAP_STEPS[step]} failed "
+                                    f"({type(error).__name__}: {first_line[:200]})")
+                self.step = step + 1
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _first_tensor(args: Sequence[Any]) -> torch.Tensor:
+    """The first tensor among ``args`` (a state dict's first value counts)."""
+    for arg in args:
+        if isinstance(arg, dict):
+            arg = next(iter(arg.values()))
+        if isinstance(arg, torch.Tensor):
+            return arg
+    raise TypeError("no tensor among the arguments")
+
+
+def _vmap(fn: Callable[..., torch.Tensor], functional: bool) -> Callable[..., torch.Tensor]:
+    """``fn`` vmapped over its arguments' first axis, each call drawing its own random
+    numbers; functionalized first when ``functional``."""
+    return torch.func.vmap(torch.func.functionalize(fn) if functional else fn,
+                           randomness="different")
+
+
 class BagMap:
     """Calls a function of one unpadded bag on every bag of a padded batch."""
 
     def __init__(self) -> None:
-        self.fallback: str | None = None
-        """Why vmap could not run the function (then bags run one by one), or ``None``."""
+        self.ladder = StepDown()
+
+    @property
+    def fallback(self) -> str | None:
+        """Why vmap could not run the function as written, or ``None``."""
+        return self.ladder.fallback
 
     def __call__(self, fn: Callable[..., torch.Tensor], X: torch.Tensor, mask: torch.Tensor,
                  *per_bag: torch.Tensor) -> torch.Tensor:
@@ -65,17 +141,12 @@ class BagMap:
     def same_size(self, fn: Callable[..., torch.Tensor], bags: torch.Tensor,
                   *per_bag: torch.Tensor) -> torch.Tensor:
         """``fn`` on ``G`` bags of one size, ``bags [G, n, D]`` -> ``[G]``."""
-        if self.fallback is None and len(bags) > 1 and vmap_enabled():
-            # a failed vmap may have drawn random numbers: the loop draws from where it began
-            states = random_states(bags.device)
-            try:
-                return torch.func.vmap(fn, randomness="different")(bags, *per_bag)
-            except Exception as error:  # noqa: BLE001 - vmap cannot run this model; a loop can
-                restore_random_states(states)
-                first_line = (str(error).strip().splitlines() or [""])[0]
-                self.fallback = f"{type(error).__name__}: {first_line[:200]}"
-        return torch.stack([fn(bag, *(v[i] for v in per_bag)) for i, bag in enumerate(bags)])
+        def loop(bags: torch.Tensor, *per_bag: torch.Tensor) -> torch.Tensor:
+            return torch.stack([fn(bag, *(v[i] for v in per_bag)) for i, bag in enumerate(bags)])
 
+        if len(bags) == 1 or not vmap_enabled():
+            return loop(bags, *per_bag)
+        return self.ladder.run([_vmap(fn, False), _vmap(fn, True), None, loop], bags, *per_bag)
 
 
 def random_states(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -125,6 +196,7 @@ class OneBagSeeds(nn.Module):
             self.register_buffer(f"stacked_buffer_{i}", buffers[name])
         self._template = [copy.deepcopy(members[0])]  # not a submodule: never trained itself
         self.seeds = len(members)
+        self.ladder = StepDown()
 
     def train(self, mode: bool = True) -> OneBagSeeds:
         self._template[0].train(mode)
@@ -143,13 +215,28 @@ class OneBagSeeds(nn.Module):
         state.update({f"model.{n}": getattr(self, f"stacked_buffer_{i}")
                       for i, n in enumerate(self.buffer_names)})
 
-        def seed(state_s: dict[str, torch.Tensor], bags: torch.Tensor,
-                 *values: torch.Tensor) -> torch.Tensor:
-            def call(*args: Any) -> Any:
-                return torch.func.functional_call(caller, state_s, args)
+        def bag_of(state_s: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
+            def bag(x: torch.Tensor, *v: torch.Tensor) -> torch.Tensor:
+                return one_bag(lambda *args: torch.func.functional_call(caller, state_s, args),
+                               x, *v)
+            return bag
 
-            return torch.func.vmap(lambda x, *v: one_bag(call, x, *v),
-                                   randomness="different")(bags, *values)
+        def seed(functional: bool) -> Callable[..., torch.Tensor]:
+            def run(state_s: dict[str, torch.Tensor], bags: torch.Tensor,
+                    *values: torch.Tensor) -> torch.Tensor:
+                return _vmap(bag_of(state_s), functional)(bags, *values)
+            return run
+
+        def seed_by_seed(state: dict[str, torch.Tensor], bags: torch.Tensor,
+                         *values: torch.Tensor) -> torch.Tensor:
+            return torch.stack([_vmap(bag_of(_at(state, s)), True)(bags[s], *(v[s] for v in values))
+                                for s in range(S)])
+
+        def bag_by_bag(state: dict[str, torch.Tensor], bags: torch.Tensor,
+                       *values: torch.Tensor) -> torch.Tensor:
+            return torch.stack([torch.stack([bag_of(_at(state, s))(x, *(v[s, i] for v in values))
+                                             for i, x in enumerate(bags[s])])
+                                for s in range(S)])
 
         sizes = mask.sum(dim=1).view(S, B)
         out = X.new_zeros(S * B)
@@ -157,9 +244,15 @@ class OneBagSeeds(nn.Module):
             rows, real = _topped_up(sizes == n)  # [S * C] rows of X, [S * C] not a copy
             bags = X[rows][mask[rows]].view(S, -1, n, X.shape[-1])
             values = [v[rows].view(S, -1, *v.shape[1:]) for v in per_bag]
-            result = torch.func.vmap(seed, randomness="different")(state, bags, *values)
+            result = self.ladder.run([_vmap(seed(False), False), _vmap(seed(True), False),
+                                      seed_by_seed, bag_by_bag], state, bags, *values)
             out = out.index_put((rows[real],), result.flatten()[real])
         return out
+
+
+def _at(state: dict[str, torch.Tensor], s: int) -> dict[str, torch.Tensor]:
+    """Seed ``s``'s parameters and buffers from the stacked ``[S, ...]`` ones."""
+    return {name: tensor[s] for name, tensor in state.items()}
 
 
 def _topped_up(of_size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -207,32 +207,57 @@ def _shared_loss(members: list[nn.Module], where: str) -> nn.Module:
 def check_stacked(stacked: nn.Module, members: Sequence[nn.Module], X: torch.Tensor,
                   mask: torch.Tensor, y: torch.Tensor) -> None:
     """Raise :class:`NotStackable` unless ``stacked`` computes each member's logits, and
-    each member's per-bag losses when the model defines a ``loss`` hook.
+    each member's per-bag losses when the model defines a ``loss`` hook, in training mode
+    (as it trains) and, for a model that draws random numbers in training, in eval mode.
 
     ``X [S, B, N, D]``, ``mask [S, B, N]``, ``y [S, B]``: one batch per member, member
     ``s`` on ``X[s]``. It runs on copies, so a model whose ``forward`` or ``loss`` updates
-    its state (a running loss, a step counter) starts training as built.
+    its state (a running loss, a step counter) starts training as built. A model that
+    draws random numbers (dropout, random instance masks: only one-bag models stack with
+    them, ``compare_in_eval``) draws them in another order stacked than alone, so in
+    training mode its stacked outputs are checked for shape only, and compared in eval mode.
     """
     S, B = mask.shape[:2]
     stacked, *members = copy.deepcopy((stacked, *members))  # one copy: keeps what they share
-    if getattr(stacked, "compare_in_eval", False):  # random draws come in another order
-        for module in (stacked, *members):
-            module.eval()
     folded = (X.reshape(S * B, *X.shape[2:]), mask.reshape(S * B, -1))
-    with torch.no_grad():
-        own = _per_bag([member(X[s], mask[s]) for s, member in enumerate(members)], B,
-                      "forward")
-        together = _run_stacked(lambda: stacked(*folded), "model")
-        _compare(together, own, "logits differ", "the model probably mixes bags or applies "
-                 "a layer to a tensor without a bag axis")
-        if not callable(getattr(members[0], "loss", None)):
-            return
-        own = _per_bag([member.loss(X[s], mask[s], y[s]) for s, member in enumerate(members)],
-                       B, "loss")
-        together = _run_stacked(lambda: stacked.loss(*folded, y.reshape(S * B)),
-                                "model's loss")
-        _compare(together, own, "loss differs", "the loss probably mixes bags (a batch-wide "
-                 "mean or sum) or reads a layer's parameters directly")
+    modes = [True]
+    if getattr(stacked, "compare_in_eval", False):
+        modes.append(False)
+    for training in modes:
+        for module in (stacked, *members):
+            module.train(training)
+        compare = not training or not _draws_random(members[0], X[0], mask[0])
+        with torch.no_grad():
+            _check_outputs(stacked, members, X, mask, y, folded, compare)
+
+
+def _draws_random(model: nn.Module, X: torch.Tensor, mask: torch.Tensor) -> bool:
+    """Whether two copies of ``model``, called on the same batch from different random
+    states, differ (copies: a model that counts its calls is not random)."""
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(0)
+        first = copy.deepcopy(model)(X, mask)
+        torch.manual_seed(1)
+        return not torch.equal(first, copy.deepcopy(model)(X, mask))
+
+
+def _check_outputs(stacked: nn.Module, members: Sequence[nn.Module], X: torch.Tensor,
+                   mask: torch.Tensor, y: torch.Tensor,
+                   folded: tuple[torch.Tensor, torch.Tensor], compare: bool) -> None:
+    S, B = mask.shape[:2]
+    mode = "training" if stacked.training else "eval"
+    own = _per_bag([member(X[s], mask[s]) for s, member in enumerate(members)], B, "forward")
+    together = _run_stacked(lambda: stacked(*folded), "model", mode)
+    _compare(together, own, "logits differ", "the model probably mixes bags "
+             "or applies a layer to a tensor without a bag axis", mode, compare)
+    if not callable(getattr(members[0], "loss", None)):
+        return
+    own = _per_bag([member.loss(X[s], mask[s], y[s]) for s, member in enumerate(members)],
+                   B, "loss")
+    together = _run_stacked(lambda: stacked.loss(*folded, y.reshape(S * B)), "model's loss",
+                            mode)
+    _compare(together, own, "loss differs", "the loss probably mixes bags (a "
+             "batch-wide mean or sum) or reads a layer's parameters directly", mode, compare)
 
 
 def _per_bag(values: list[object], B: int, hook: str) -> torch.Tensor:
@@ -246,16 +271,18 @@ def _per_bag(values: list[object], B: int, hook: str) -> torch.Tensor:
     return torch.stack(values)
 
 
-def _run_stacked(call: Callable[[], object], what: str) -> object:
+def _run_stacked(call: Callable[[], object], what: str, mode: str) -> object:
     try:
         return call()
     except Exception as error:  # noqa: BLE001 - the members ran, so stacking broke it
-        raise NotStackable(f"the stacked {what} failed where the seeds' own models ran: "
-                           f"{type(error).__name__}: {error}") from error
+        raise NotStackable(f"the stacked {what} failed where the seeds' own models ran "
+                           f"({mode} mode): {type(error).__name__}: {error}") from error
 
 
-def _compare(together: object, own: torch.Tensor, what: str, hint: str) -> None:
-    """Raise unless the stacked model's ``together [S*B]`` equals the members' ``own [S, B]``.
+def _compare(together: object, own: torch.Tensor, what: str, hint: str,
+             mode: str = "training", values: bool = True) -> None:
+    """Raise unless the stacked model's ``together [S*B]`` has the members' ``own [S, B]``
+    shape and, with ``values``, equals it.
 
     ``what`` names the values with their verb ("logits differ").
     """
@@ -264,10 +291,12 @@ def _compare(together: object, own: torch.Tensor, what: str, hint: str) -> None:
     if not isinstance(together, torch.Tensor) or tuple(together.shape) != (S * B,):
         shape = tuple(together.shape) if isinstance(together, torch.Tensor) else type(together)
         raise NotStackable(f"the stacked model's {noun} had shape {shape}, not ({S * B},)")
+    if not values:
+        return
     gap = 0.0
     if own.numel():
         scale = own.abs().max().clamp(min=1.0)
         gap = float((together.view(S, B) - own).abs().max() / scale)
     if not gap <= CHECK_TOLERANCE:
         raise NotStackable(f"the stacked model's {what} from the seeds' own models by "
-                           f"{gap:.2g} (relative) on the first batch: {hint}")
+                           f"{gap:.2g} (relative) on the first batch in {mode} mode: {hint}")

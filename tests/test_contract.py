@@ -176,11 +176,11 @@ def test_one_bag_models_see_each_bag_without_padding():
     for b, n in enumerate((2, 5, 2)):
         X[b, :n] = torch.randn(n, 4)
         mask[b, :n] = True
-    model.bag_map.fallback = "forced"  # the loop shows each call; vmap gives the same values
+    model.bag_map.ladder.step = 3  # bag by bag shows each call; vmap gives the same values
     logits = model(X, mask)
     assert sorted(seen) == [(2, 4), (2, 4), (5, 4)]
     torch.testing.assert_close(logits[1], model.model(X[1, :5]).reshape(()))
-    model.bag_map.fallback = None
+    model.bag_map.ladder.step = 0
     torch.testing.assert_close(model(X, mask), logits)
 
 
@@ -264,8 +264,9 @@ def test_a_model_vmap_cannot_run_says_why_once():
     result = run_cell(toy_models.reads_a_python_number, TESTS["single_concept"], [0, 1],
                       budget, 8, CPU, note=notes.append)
     assert result.verdict != "error", result.message
-    assert "; vmap could not run the model, so its bags ran one by one (" in result.training
-    assert sum("vmap could not run the model" in line for line in notes) == 1
+    assert "; vmap failed (" in result.training
+    assert "; vmap after functionalize failed (" in result.training
+    assert sum("vmap failed" in line for line in notes) == 1
 
 
 def test_a_one_bag_model_that_vmap_cannot_run_after_drawing_passes_the_contract():

@@ -9,10 +9,10 @@ import toy_models
 from mil_assert.benchmark import benchmark_one_bag
 from mil_assert.defaults import Budget
 from mil_assert.harness import build_model, run_cell, seed_losses
-from mil_assert.one_bag import _topped_up, without_vmap
+from mil_assert.one_bag import StepDown, _topped_up, without_vmap
 from mil_assert.one_bag_twins import ONE_BAG
 from mil_assert.registry import ModelSpec
-from mil_assert.stacking import stack_models
+from mil_assert.stacking import NotStackable, check_stacked, stack_models
 from mil_assert.synthetic import TESTS
 
 CPU = torch.device("cpu")
@@ -103,3 +103,78 @@ def test_the_one_bag_benchmark_times_three_ways():
     assert "(seed by seed: vmap is off" in lines[3]
     assert all(t.median > 0 for t in timings)
     assert [t.scale for t in timings] == [1.0, 1.0, 2.0]  # (c) trained 1 of the 2 epochs
+
+
+def test_each_bag_inside_a_seed_draws_its_own_dropout():
+    spec = ModelSpec("one_bag", factory=toy_models.OneBagDropoutAttention, input="bag1")
+    stacked = stack_models([build_model(spec, s, 5) for s in range(2)]).train()
+    X, mask, _ = batch(1, 1, 5)
+    same = X.expand(8, -1, -1), mask.expand(8, -1)  # each seed: four copies of one bag
+    logits = stacked(same[0].contiguous(), same[1].contiguous()).view(2, 4)
+    assert all(len(set(row.tolist())) == 4 for row in logits)
+
+
+def test_an_in_place_mask_trains_stacked_after_functionalize_and_repeats():
+    """ACMIL writes its random instance mask in place: vmap alone cannot run it, vmap of
+    the functionalized model can; the cell says so once and repeats on the same seeds."""
+    notes: list[str] = []
+    first = run_cell(toy_models.random_mask_in_place, TESTS["single_concept"], [0, 1], TINY, 8,
+                     CPU, note=notes.append)
+    again = run_cell(toy_models.random_mask_in_place, TESTS["single_concept"], [0, 1], TINY, 8,
+                     CPU)
+    assert first.verdict != "error", first.message
+    assert first.training.startswith("stacked: 2 seeds as one model; vmap failed (")
+    assert "vmap after functionalize failed" not in first.training
+    assert sum("vmap failed" in line for line in notes) == 1
+    assert first.test_auc.per_seed == again.test_auc.per_seed
+
+
+def test_a_model_no_vmap_can_run_steps_down_to_bag_by_bag_and_says_each_step():
+    result = run_cell(toy_models.reads_a_python_number, TESTS["single_concept"], [0, 1], TINY,
+                      8, CPU)
+    assert result.verdict != "error", result.message
+    steps = [part.split(" failed (")[0] for part in result.training.split("; ")[1:]]
+    assert steps == ["vmap", "vmap after functionalize", "seed by seed"]
+
+
+def test_a_failed_step_restores_the_random_state():
+    ladder = StepDown()
+    torch.manual_seed(3)
+    expected = torch.rand(2)
+    torch.manual_seed(3)
+
+    def draws_then_fails(x):
+        torch.rand(5)
+        raise RuntimeError("cannot")
+
+    got = ladder.run([draws_then_fails, None, None, lambda x: torch.rand(2)], torch.zeros(1))
+    torch.testing.assert_close(got, expected)
+    assert ladder.step == 3 and ladder.fallback == "vmap failed (RuntimeError: cannot)"
+    assert torch.equal(ladder.run([None, None, None, torch.ones_like], torch.zeros(1)),
+                       torch.ones(1))
+
+
+class CountsTrainingCalls(toy_models.OneBagDropoutAttention):
+    """Deterministic; in training mode each call adds how often forward ran before, so the
+    seeds' stacked model (one call for all bags) and their own models differ only there."""
+
+    def __init__(self, dim):
+        super().__init__(dim)
+        self.embed[2] = torch.nn.Identity()
+        self.calls = 0
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            self.calls += 1
+            out = out + self.calls
+        return out
+
+
+def test_the_stacking_check_compares_in_training_mode_too():
+    spec = ModelSpec("counts", factory=CountsTrainingCalls, input="bag1")
+    members = [build_model(spec, s, 5) for s in range(2)]
+    X, mask, y = batch(2, 4, 5)
+    with pytest.raises(NotStackable, match="logits differ .* in training mode"):
+        check_stacked(stack_models(members), members, X.view(2, 4, 6, 5), mask.view(2, 4, 6),
+                      y.view(2, 4))
