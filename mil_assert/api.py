@@ -102,8 +102,8 @@ class ComplianceReport:
         """A pandas DataFrame, one row per model x test x seed.
 
         Columns: ``model``, ``test``, ``seed``, ``val_auc``, ``test_auc``,
-        ``seed_outcome`` (what that seed shows under the verdict rule: kept, lost,
-        inverted, unlearned, learned, not learned; empty where the seed did not finish),
+        ``seed_outcome`` (what that seed shows under the verdict rule: kept, partial,
+        lost, inverted, unlearned, learned, not learned; empty where the seed did not finish),
         ``verdict`` (the cell's), ``expected`` (the declared verdict or None).
         """
         import pandas as pd
@@ -120,7 +120,8 @@ class ComplianceReport:
                     "val_auc": val[i] if finished else float("nan"),
                     "test_auc": tst[i] if finished else float("nan"),
                     "seed_outcome": (seed_outcome(TESTS[r.test].kind, val[i], tst[i],
-                                                  ctl[i] if i < len(ctl) else None)
+                                                  ctl[i] if i < len(ctl) else None,
+                                                  TESTS[r.test].partial_rule_auc)
                                      if finished and r.test in TESTS else None),
                     "verdict": r.verdict, "expected": r.expected,
                 })

@@ -61,10 +61,11 @@ def needs_confirmation(spec: ModelSpec, result: CellResult) -> str | None:
     if result.val_auc is None or result.test_auc is None:
         return None
     kind, val, test = TESTS[result.test].kind, result.val_auc.per_seed, result.test_auc.per_seed
+    partial = TESTS[result.test].partial_rule_auc
     control = None if result.control_auc is None else result.control_auc.per_seed
-    if verdict.fragile(kind, val, test, control):
+    if verdict.fragile(kind, val, test, control, partial):
         return "fragile"
-    if any(verdict.near_threshold(kind, v, t, None if control is None else control[i])
+    if any(verdict.near_threshold(kind, v, t, None if control is None else control[i], partial)
            for i, (v, t) in enumerate(zip(val, test, strict=True))):
         return "near a threshold"
     return None

@@ -498,7 +498,8 @@ def run_cell(
                     test_aucs += tst
             del groups
         verdict, message = judge(test.kind, val_aucs, test_aucs,
-                                 control_aucs if test.kind == "unlearnable" else None)
+                                 control_aucs if test.kind == "unlearnable" else None,
+                                 test.partial_rule_auc)
         if probabilities and spec.output == "logit":
             message += (" (every validation logit lies in [0, 1] after training: if forward "
                         "returns probabilities, set @output=probability)")

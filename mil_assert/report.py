@@ -188,15 +188,20 @@ def build_report(results: Sequence[CellResult], models: Sequence[str], seeds: Se
         "instance_dim": dim,
         "seeds": [int(s) for s in seeds],
         "tests": {name: {"assumption": t.assumption, "kind": t.kind, "source": t.source,
-                         "generator_parameters": generator_parameters(name)}
+                         "generator_parameters": generator_parameters(name),
+                         "partial_rule_auc": t.partial_rule_auc}
                   for name, t in TESTS.items() if name in ran},
         "verdict_rule": {"chance": verdict.CHANCE, "margin": verdict.MARGIN,
                          "learned_auc": verdict.LEARNED_AUC, "max_drop": verdict.MAX_DROP,
                          "violating_seeds": verdict.VIOLATING_SEEDS,
+                         "partial_sds": verdict.PARTIAL_SDS,
                          "capacity_control": verdict.CAPACITY_CONTROL,
                          "rule": "each seed is judged on its own; violation if at least "
                                  "violating_seeds seeds show the shortcut, pass if seeds "
-                                 "that kept the ranking are a strict majority"},
+                                 "that kept the ranking are a strict majority; on a test "
+                                 "with a partial_rule_auc a seed whose validation AUC is "
+                                 "below it plus partial_sds standard deviations (Hanley-"
+                                 "McNeil, 250 + 250 bags) is partial, neither kept nor lost"},
         "learned_nothing": untrained_lines(results),
         "results": [r.as_dict() for r in order_results(results, models)],
     }

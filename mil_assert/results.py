@@ -43,7 +43,9 @@ class CellResult:
 
     def seed_outcomes(self) -> list[str]:
         """What each finished seed shows under the verdict rule (empty for an ``error``
-        cell and for a test this version does not know)."""
+        cell and for a test this version does not know). A stored report is judged with
+        the floor its test declares now (``partial_rule_auc``, looked up by the test's
+        name), as a fresh run would be."""
         from mil_assert import verdict
         from mil_assert.synthetic import TESTS
 
@@ -51,8 +53,9 @@ class CellResult:
                 or self.test not in TESTS):
             return []
         control = None if self.control_auc is None else self.control_auc.per_seed
-        return verdict.seed_outcomes(TESTS[self.test].kind, self.val_auc.per_seed,
-                                     self.test_auc.per_seed, control)
+        test = TESTS[self.test]
+        return verdict.seed_outcomes(test.kind, self.val_auc.per_seed, self.test_auc.per_seed,
+                                     control, test.partial_rule_auc)
 
     @property
     def gate_failure(self) -> str | None:

@@ -8,7 +8,16 @@ least ``VIOLATING_SEEDS`` seeds; a pass needs a strict majority of seeds that le
 kept it. Seeds, not a mean over them, because outcomes are often bimodal: a model learns
 a shortcut in some runs and the right rule in others, and neither kind of run may hide
 the other (measured on ``hopfield`` and ``transmil``). The thresholds and the
-measurements behind them are in the README, "The verdict rule".
+measurements behind them are in docs/verdict-rule.md.
+
+A pass means the model learned the test's rule. On the threshold tests
+(``threshold_poisoned``, ``false_frequency``: positive iff A and B) a rule of one concept
+already ranks validation bags at an AUC of 0.75 or more, and it is the best any maximum
+of instance scores can do; each such test declares that AUC (``partial_rule_auc``, derived
+from its generator). A seed of such a test that learned (validation AUC at least
+``LEARNED_AUC``) and is not inverted, but whose validation AUC does not clear that AUC by
+``PARTIAL_SDS`` standard deviations (:func:`partial_bar`), is *partial*: it may have
+learned one concept only, so it counts towards neither a pass nor a violation.
 
 An ``unlearnable`` test (``label_swap``) comes with a *capacity control*: the same bags
 with the labels unswapped, which any MIL model can learn, trained with the same model,
@@ -40,6 +49,44 @@ LEARNED_AUC = 0.75
 MAX_DROP = 0.2
 """Largest validation-to-test AUC drop of a seed that did not use a shortcut."""
 
+EVAL_BAGS_PER_CLASS = 250
+"""Positive (and negative) bags of a held-out set in the default budget (500 bags)."""
+
+PARTIAL_SDS = 4.0
+"""How many standard deviations of a held-out AUC a seed's validation AUC must clear a
+test's ``partial_rule_auc`` by to count as having learned more than one concept: as for
+``MARGIN``, about four, so that no seed of a model that learned one concept reaches it by
+chance. At 250 + 250 bags the standard deviation (:func:`auc_sd`) is 0.0217 at AUC 0.75
+and 0.0189 at 0.819, so the bars are 0.837 (``false_frequency``) and 0.895
+(``threshold_poisoned``)."""
+
+
+def auc_sd(auc: float, n_pos: int = EVAL_BAGS_PER_CLASS,
+           n_neg: int = EVAL_BAGS_PER_CLASS) -> float:
+    """Standard deviation of an AUC measured on ``n_pos`` + ``n_neg`` bags, by Hanley &
+    McNeil (Radiology 1982), whose ``Q1 = A / (2 - A)`` and ``Q2 = 2 A^2 / (1 + A)``
+    approximate the variance of the Mann-Whitney statistic at true AUC ``A``.
+
+    0.0258 at 0.5 with 250 + 250 bags (``MARGIN``'s 0.026), 0.0217 at 0.75, 0.0189 at
+    0.819. Over seeds 0-39 of ``threshold_poisoned``'s validation bags the AUC of A's
+    likelihood, maximised over each bag (true AUC 0.819), had a standard deviation of
+    0.018; A's indicator, whose ties halve its spread, 0.012.
+    """
+    if not 0.0 <= auc <= 1.0 or n_pos < 1 or n_neg < 1:
+        raise ValueError(f"an AUC in [0, 1] over at least one bag per class, got {auc!r} "
+                         f"over {n_pos} + {n_neg}")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc)
+                + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    return variance ** 0.5
+
+
+def partial_bar(partial_auc: float) -> float:
+    """The validation AUC a seed must reach to count as having learned more than a rule
+    of one concept: ``partial_auc + PARTIAL_SDS * auc_sd(partial_auc)`` (0.837 at 0.75,
+    0.895 at 0.819)."""
+    return partial_auc + PARTIAL_SDS * auc_sd(partial_auc)
+
 VIOLATING_SEEDS = 2
 """Seeds that must show the shortcut (or the forbidden rule) for a violation."""
 
@@ -54,18 +101,29 @@ INVERTED = "inverted"  # test AUC clearly below chance: only a learned shortcut 
 LOST = "lost"  # learned, but the test AUC fell by more than MAX_DROP under the shift
 KEPT = "kept"  # learned and kept it under the shift
 UNLEARNED = "unlearned"  # did not learn the training distribution (or the control): says nothing
+PARTIAL = "partial"  # learned and kept a ranking no better than a rule of one concept
 LEARNED_ABSENCE = "learned"  # learned a rule that uses absence as positive evidence
 NOT_LEARNED = "not learned"  # could not learn it
 
 
 def seed_outcome(kind: TestKind, val_auc: float, test_auc: float,
-                 control_auc: float | None = None) -> str:
+                 control_auc: float | None = None, partial_auc: float | None = None) -> str:
     """What one seed shows, from its validation and test AUCs.
 
     ``control_auc``: for ``unlearnable`` tests, the seed's validation AUC on the capacity
     control; ``None`` where none was recorded (reports written before the control), and
     then a seed that did not learn the rule counts as *not learned*, as it did then.
+    ``partial_auc``: for ``shift`` tests of a rule of several concepts, the test's
+    ``partial_rule_auc``; a seed that learned (validation AUC at least ``LEARNED_AUC``)
+    and is not inverted, but whose validation AUC is below :func:`partial_bar` of it, is
+    *partial*, whatever its drop: a rule of one concept that is a maximum of instance
+    scores drops by the extreme-value effect on ``false_frequency``'s test bags (its
+    negatives hold 35-44 copies of a concept, and the maximum over 40 draws of a score
+    beats the positives' one; ``tests/toy_models.py:one_concept`` goes from 0.78 to
+    0.54), so a drop from there is no evidence of a shortcut. ``None``: no such floor
+    (``single_concept``), and the seed is *lost* or *kept* by its drop.
     """
+    _check_partial(kind, partial_auc)
     if kind == "unlearnable":
         if test_auc > CHANCE + MARGIN:
             return LEARNED_ABSENCE
@@ -78,30 +136,43 @@ def seed_outcome(kind: TestKind, val_auc: float, test_auc: float,
         return INVERTED
     if val_auc < LEARNED_AUC:
         return UNLEARNED
+    if partial_auc is not None and val_auc < partial_bar(partial_auc):
+        return PARTIAL
     return LOST if val_auc - test_auc > MAX_DROP else KEPT
 
 
+def _check_partial(kind: TestKind, partial_auc: float | None) -> None:
+    if partial_auc is not None and kind != "shift":
+        raise ValueError(f"partial_auc applies to shift tests only, not {kind!r} ones")
+
+
 def seed_outcomes(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float],
-                  control_aucs: Sequence[float] | None = None) -> list[str]:
+                  control_aucs: Sequence[float] | None = None,
+                  partial_auc: float | None = None) -> list[str]:
     """:func:`seed_outcome` of every seed of a cell (``control_aucs``: one per seed, or
-    ``None``)."""
+    ``None``; ``partial_auc``: the test's ``partial_rule_auc``, or ``None``)."""
     controls = [None] * len(test_aucs) if control_aucs is None else list(control_aucs)
     if not len(val_aucs) == len(test_aucs) == len(controls):
         raise ValueError("one validation, one test (and one control) AUC per seed")
-    return [seed_outcome(kind, v, t, c) for v, t, c in zip(val_aucs, test_aucs, controls,
-                                                           strict=True)]
+    return [seed_outcome(kind, v, t, c, partial_auc)
+            for v, t, c in zip(val_aucs, test_aucs, controls, strict=True)]
 
 
 def judge(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float],
-          control_aucs: Sequence[float] | None = None) -> tuple[str, str]:
+          control_aucs: Sequence[float] | None = None,
+          partial_auc: float | None = None) -> tuple[str, str]:
     """Return ``(verdict, reason)`` for one cell from its per-seed AUCs.
 
     ``shift`` tests (``single_concept``, ``threshold_poisoned``, ``false_frequency``):
     a seed is *inverted* if its test AUC is below 0.4 (whatever its validation AUC),
-    else *unlearned* if its validation AUC is below 0.75, else *lost* if its test AUC
-    is more than 0.2 below its validation AUC, else *kept*. ``violation`` if at least two
-    seeds are inverted or lost, else ``pass`` if kept seeds are a strict majority, else
-    ``inconclusive``.
+    else *unlearned* if its validation AUC is below 0.75, else, with ``partial_auc`` (the
+    test's ``partial_rule_auc``: the threshold tests), *partial* if its validation AUC is
+    below :func:`partial_bar` of it (0.895 on ``threshold_poisoned``, 0.837 on
+    ``false_frequency``), else *lost* if its test AUC is more than 0.2 below its
+    validation AUC, else *kept*. ``violation`` if at least two seeds are inverted or
+    lost, else ``pass`` if kept seeds are a strict majority, else ``inconclusive`` (its
+    reason names the rule of one concept when kept and partial seeds together are a
+    strict majority).
 
     ``unlearnable`` tests (``label_swap``), with ``control_aucs``, each seed's validation
     AUC on the capacity control (required): a seed *learned* the rule if its held-out
@@ -117,11 +188,11 @@ def judge(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float],
     n = len(test_aucs)
     if n < MIN_SEEDS:
         raise ValueError(f"a verdict needs at least {MIN_SEEDS} seeds, got {n}")
-    return _judge_votes(kind, Counter(seed_outcomes(kind, val_aucs, test_aucs, control_aucs)),
-                        n)
+    outcomes = seed_outcomes(kind, val_aucs, test_aucs, control_aucs, partial_auc)
+    return _judge_votes(kind, Counter(outcomes), n, partial_auc)
 
 
-OUTCOMES = {"shift": (INVERTED, LOST, KEPT, UNLEARNED),
+OUTCOMES = {"shift": (INVERTED, LOST, KEPT, PARTIAL, UNLEARNED),
             "unlearnable": (LEARNED_ABSENCE, NOT_LEARNED, UNLEARNED)}
 PASSING = (KEPT, NOT_LEARNED)
 """Outcomes of a seed that shows a model passing: it learned and kept the rule, or it
@@ -137,10 +208,12 @@ this of the threshold: about two standard deviations of a held-out AUC at chance
 
 
 def near_threshold(kind: TestKind, val_auc: float, test_auc: float,
-                   control_auc: float | None = None) -> bool:
+                   control_auc: float | None = None, partial_auc: float | None = None) -> bool:
     """Whether the value that decides this seed's outcome lies within ``NEAR`` of its
-    threshold (test AUC 0.4, validation AUC 0.75, drop 0.2; ``label_swap``: test AUC 0.6,
-    then the control's validation AUC 0.75)."""
+    threshold (test AUC 0.4, validation AUC 0.75, drop 0.2, with ``partial_auc`` the
+    validation AUC of :func:`partial_bar`; ``label_swap``: test AUC 0.6, then the
+    control's validation AUC 0.75)."""
+    _check_partial(kind, partial_auc)
     if kind == "unlearnable":
         if abs(test_auc - (CHANCE + MARGIN)) < NEAR:
             return True
@@ -152,24 +225,35 @@ def near_threshold(kind: TestKind, val_auc: float, test_auc: float,
         return False
     if abs(val_auc - LEARNED_AUC) < NEAR:
         return True
-    return val_auc >= LEARNED_AUC and abs(val_auc - test_auc - MAX_DROP) < NEAR
+    if val_auc < LEARNED_AUC:
+        return False
+    if partial_auc is not None:
+        bar = partial_bar(partial_auc)
+        if abs(val_auc - bar) < NEAR:
+            return True
+        if val_auc < bar:
+            return False
+    return abs(val_auc - test_auc - MAX_DROP) < NEAR
 
 
 def fragile(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float],
-            control_aucs: Sequence[float] | None = None) -> bool:
+            control_aucs: Sequence[float] | None = None,
+            partial_auc: float | None = None) -> bool:
     """Whether the cell's verdict changes when any one seed shows another outcome.
 
     Such a cell sits on a threshold of the rule; a sweep confirms it with more seeds.
-    ``control_aucs`` as for :func:`judge` (``None``: a report without the control).
+    ``control_aucs`` and ``partial_auc`` as for :func:`judge` (``None``: a report without
+    the control; a test without a partial rule, whose seeds cannot be *partial*).
     """
-    outcomes = seed_outcomes(kind, val_aucs, test_aucs, control_aucs)
+    outcomes = seed_outcomes(kind, val_aucs, test_aucs, control_aucs, partial_auc)
     n = len(outcomes)
-    verdict = _judge_votes(kind, Counter(outcomes), n)[0]
+    verdict = _judge_votes(kind, Counter(outcomes), n, partial_auc)[0]
+    others = [o for o in OUTCOMES[kind] if partial_auc is not None or o != PARTIAL]
     for i, own in enumerate(outcomes):
-        for other in OUTCOMES[kind]:
+        for other in others:
             if other != own:
                 changed = Counter(outcomes[:i] + [other] + outcomes[i + 1:])
-                if _judge_votes(kind, changed, n)[0] != verdict:
+                if _judge_votes(kind, changed, n, partial_auc)[0] != verdict:
                     return True
     return False
 
@@ -187,7 +271,9 @@ def learned_nothing(outcomes: Iterable[str]) -> bool:
     rule): the model did not train, so no cell could reach a verdict, and the gate fails
     (a constant model, or one whose trained part never reaches the logit, would
     otherwise pass with every cell inconclusive). A model with any seed that learned
-    something (kept, lost, inverted, learned or not learned) is judged cell by cell.
+    something (kept, partial, lost, inverted, learned or not learned) is judged cell by
+    cell: a *partial* seed learned its training distribution (validation AUC at least
+    0.75), if perhaps only one concept of it.
     """
     seen = False
     for outcome in outcomes:
@@ -197,9 +283,11 @@ def learned_nothing(outcomes: Iterable[str]) -> bool:
     return seen
 
 
-def _judge_votes(kind: TestKind, votes: Counter[str], n: int) -> tuple[str, str]:
+def _judge_votes(kind: TestKind, votes: Counter[str], n: int,
+                 partial_auc: float | None = None) -> tuple[str, str]:
     tally = ", ".join(f"{votes[o]} {o}" for o in
-                      (INVERTED, LOST, KEPT, UNLEARNED, LEARNED_ABSENCE, NOT_LEARNED) if votes[o])
+                      (INVERTED, LOST, KEPT, PARTIAL, UNLEARNED, LEARNED_ABSENCE, NOT_LEARNED)
+                      if votes[o])
     seeds = f"of {n} seeds: {tally}"
     if kind == "unlearnable":
         if votes[LEARNED_ABSENCE] >= VIOLATING_SEEDS:
@@ -218,6 +306,12 @@ def _judge_votes(kind: TestKind, votes: Counter[str], n: int) -> tuple[str, str]
         return "violation", f"a shortcut ranks the shifted test bags wrongly {seeds}"
     if 2 * votes[KEPT] > n:
         return "pass", f"learned the training distribution and kept it under the shift {seeds}"
+    if partial_auc is not None and votes[PARTIAL] and 2 * (votes[KEPT] + votes[PARTIAL]) > n:
+        return "inconclusive", (
+            f"{votes[PARTIAL]} of {n} seeds reached only the one-concept rule's validation "
+            f"AUC ({partial_auc:.2f}; the two-concept rule needs "
+            f"{partial_bar(partial_auc):.3f}): a rule of one concept passes no threshold "
+            f"test ({tally})")
     if 2 * votes[UNLEARNED] > n:
         return "inconclusive", (f"did not learn the training distribution (validation AUC "
                                 f"below {LEARNED_AUC:g}) {seeds}")

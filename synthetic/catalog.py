@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 from mil_assert.synthetic.bags import Splits
@@ -30,6 +31,12 @@ class AlgorithmicTest:
             (``label_swap``: the labels unswapped). The harness trains it with the same
             model, seeds and budget; a seed that does not learn it says nothing about the
             test (:mod:`mil_assert.verdict`).
+        partial_rule_auc: ``shift`` tests of a rule of several concepts only: the
+            highest validation AUC a rule of one concept reaches on the test's validation
+            bags (:func:`one_concept_auc`). A seed counts as having learned the test's rule
+            only when its validation AUC clears this by a margin chance cannot produce
+            (:mod:`mil_assert.verdict`); ``None``: the rule has one concept, and
+            ``LEARNED_AUC`` alone decides.
     """
 
     name: str
@@ -38,9 +45,53 @@ class AlgorithmicTest:
     kind: TestKind
     source: str
     control: Callable[..., Splits] | None = None
+    partial_rule_auc: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind == "unlearnable" and self.control is None:
             raise ValueError(f"test {self.name!r} is unlearnable and needs a capacity "
                              f"control (control=...): without it a model that learns "
                              f"nothing would pass")
+        if self.partial_rule_auc is not None:
+            if self.kind != "shift":
+                raise ValueError(f"test {self.name!r}: partial_rule_auc applies to shift "
+                                 f"tests only")
+            if not 0.5 <= self.partial_rule_auc < 1.0:
+                raise ValueError(f"test {self.name!r}: partial_rule_auc must lie in "
+                                 f"[0.5, 1), got {self.partial_rule_auc!r}")
+
+
+def one_concept_auc(copies: Sequence[int]) -> float:
+    """The highest validation AUC of a maximum of instance scores on a two-concept test.
+
+    The test's bags: a positive holds ``k`` instances of concept A and ``k`` of concept
+    B, with ``k`` drawn uniformly from ``copies``; a negative holds one instance of A or
+    one of B, with equal chance; background is drawn alike in both classes. A rule of
+    one concept scores a bag by the maximum over its instances of a score that is high
+    on that concept (A, say) and low on everything else.
+
+    Derivation. Every positive holds A, so it outranks every negative that holds B (half
+    of them). Against a negative that holds one A, the positive's maximum is taken over
+    ``k`` A instances: with a score that is constant on A (a perfect indicator) the two
+    tie and count one half; with a score that varies continuously over A's instances
+    (a learned score, or A's likelihood), the positive's maximum is the largest of
+    ``k + 1`` exchangeable draws with probability ``k / (k + 1)`` (the extreme-value
+    effect), the most any score can reach. Hence ``AUC = 1/2 + 1/2 mean_k k / (k + 1)
+    = mean_k (1 - 1 / (2 (k + 1)))``: 0.75 when every positive holds one copy, 59/72 =
+    0.819 for ``k`` in {1, 2, 3}.
+
+    This is also the most that *any* maximum of instance scores reaches on these bags,
+    one concept or both (background scored below the concepts): with ``u`` and ``v`` the
+    distribution functions of the scores of A and of B, the AUC is ``1 - 1/2 integral
+    (u v)^k d(u + v)``, and ``(u v)^k >= max(0, u + v - 1)^k`` bounds the integral below
+    by ``1 / (k + 1)``, with equality when one concept scores below the other everywhere,
+    a rule of one concept. A model
+    that pools instance scores by a maximum cannot express "A and B", and no such model
+    ranks validation bags above this AUC except by sampling noise.
+    """
+    counts = list(copies)
+    if not counts or any(isinstance(k, bool) or not isinstance(k, int) or k < 1
+                         for k in counts):
+        raise ValueError(f"copies must be positive integers, got {copies!r}")
+    exact = sum(1 - Fraction(1, 2 * (k + 1)) for k in counts) / len(counts)
+    return float(exact)

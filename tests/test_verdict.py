@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from mil_assert.synthetic import TESTS
 from mil_assert.verdict import (
     LEARNED_AUC,
+    auc_sd,
     fragile,
     judge,
     learned_nothing,
     near_threshold,
+    partial_bar,
     seed_outcome,
     seed_outcomes,
 )
@@ -196,3 +199,162 @@ def test_a_seed_is_near_a_threshold_within_two_chance_deviations(kind, val, test
 )
 def test_a_label_swap_seed_is_near_the_control_threshold(test, control, expected):
     assert near_threshold("unlearnable", test, test, control) is expected
+
+
+# A pass means the model learned the rule: on the threshold tests a rule of one concept is
+# not the rule (``partial_rule_auc``, derived from each generator).
+TP = TESTS["threshold_poisoned"].partial_rule_auc  # 59/72 = 0.819, bar 0.895
+FF = TESTS["false_frequency"].partial_rule_auc  # 0.75, bar 0.837
+
+
+def test_each_threshold_test_declares_the_auc_of_a_rule_of_one_concept():
+    assert TP == pytest.approx(59 / 72) and FF == 0.75
+    assert TESTS["single_concept"].partial_rule_auc is None  # one concept: 0.75 decides
+    assert TESTS["label_swap"].partial_rule_auc is None
+    assert partial_bar(TP) == pytest.approx(0.8951, abs=1e-4)
+    assert partial_bar(FF) == pytest.approx(0.8370, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("auc", "n_pos", "n_neg", "sd"),
+    [
+        (0.5, 250, 250, 0.02585),  # MARGIN's 0.026 at chance
+        (0.75, 250, 250, 0.02174),
+        (59 / 72, 250, 250, 0.01892),
+        (0.75, 100, 400, 0.02998),  # unbalanced: Q1 goes with positives, Q2 with negatives
+        (0.75, 400, 100, 0.02403),
+        (0.75, 1, 1, 0.43301),  # one bag per class: the A (1 - A) term alone
+        (1.0, 250, 250, 0.0),
+    ],
+)
+def test_the_sd_of_an_auc_is_hanley_and_mcneils(auc, n_pos, n_neg, sd):
+    assert auc_sd(auc, n_pos, n_neg) == pytest.approx(sd, abs=5e-5)
+
+
+def test_the_sd_of_an_auc_defaults_to_250_bags_per_class():
+    assert auc_sd(0.75) == auc_sd(0.75, 250, 250)
+    assert auc_sd(0.75, 250) == auc_sd(0.75, 250, 250)
+
+
+@pytest.mark.parametrize(("auc", "n_pos", "n_neg"),
+                         [(-0.01, 250, 250), (1.01, 250, 250), (0.75, 0, 250), (0.75, 250, 0)])
+def test_the_sd_of_an_auc_needs_an_auc_and_bags(auc, n_pos, n_neg):
+    with pytest.raises(ValueError, match="an AUC in"):
+        auc_sd(auc, n_pos, n_neg)
+
+
+@pytest.mark.parametrize(
+    ("val", "test", "partial", "outcome"),
+    [
+        (0.82, 0.80, TP, "partial"),  # a rule of one concept, kept under the shift
+        (0.89, 0.88, TP, "partial"),  # 3.6 sd above it: still within chance of it
+        (0.82, 0.80, None, "kept"),  # without a floor (single_concept) it is kept
+        (0.95, 0.94, TP, "kept"),  # clears the bar
+        (0.82, 0.10, TP, "inverted"),  # inversions count as before
+        (0.70, 0.68, TP, "unlearned"),
+        (0.78, 0.54, FF, "partial"),  # a one-concept max rule's extreme-value drop
+        (0.78, 0.54, None, "lost"),
+        (1.00, 0.60, FF, "lost"),  # above the bar, the drop decides as before
+        (0.80, 0.79, FF, "partial"),
+        (0.85, 0.84, FF, "kept"),  # above 0.837
+    ],
+)
+def test_a_seed_that_reaches_only_a_rule_of_one_concept_is_partial(val, test, partial, outcome):
+    assert seed_outcome("shift", val, test, None, partial) == outcome
+
+
+def test_the_partial_bar_is_inclusive_and_the_learned_threshold_comes_first():
+    bar = partial_bar(TP)
+    assert seed_outcome("shift", bar, bar, None, TP) == "kept"
+    assert seed_outcome("shift", bar - 1e-9, bar, None, TP) == "partial"
+    assert seed_outcome("shift", LEARNED_AUC, LEARNED_AUC, None, FF) == "partial"
+    assert seed_outcome("shift", LEARNED_AUC - 1e-9, 0.7, None, FF) == "unlearned"
+
+
+def test_three_partial_seeds_of_five_make_an_inconclusive_cell_that_names_the_rule():
+    # Measured shape (focus_mil on threshold_poisoned, seeds 0-4): validation 0.70-0.84,
+    # kept under the shift; under the old rule 4 kept, 1 unlearned: a pass.
+    val = [0.839, 0.806, 0.81, 0.782, 0.698]
+    test = [0.806, 0.843, 0.822, 0.744, 0.669]
+    assert judge("shift", val, test)[0] == "pass"
+    verdict, reason = judge("shift", val, test, None, TP)
+    assert verdict == "inconclusive"
+    assert reason.startswith("4 of 5 seeds reached only the one-concept rule's validation "
+                             "AUC (0.82; the two-concept rule needs 0.895)")
+    assert reason.endswith("(4 partial, 1 unlearned)")
+    assert seed_outcomes("shift", val, test, None, TP) == ["partial"] * 4 + ["unlearned"]
+
+
+@pytest.mark.parametrize(
+    ("val", "test", "expected", "says"),
+    [
+        ([0.95, 0.95, 0.82, 0.82, 0.82], [0.95] * 2 + [0.8] * 3, "inconclusive",
+         "3 of 5 seeds reached only"),  # 2 kept, 3 partial: no pass
+        ([0.95, 0.95, 0.95, 0.82, 0.82], [0.95] * 3 + [0.8] * 2, "pass",
+         "3 kept, 2 partial"),  # kept seeds are still a strict majority
+        ([0.95, 0.95, 0.95, 0.82, 0.82, 0.82], [0.95] * 3 + [0.8] * 3, "inconclusive",
+         "3 of 6 seeds reached only"),  # 3 kept of 6 is no strict majority
+        ([0.82, 0.82, 0.82, 0.82, 0.6], [0.8] * 4 + [0.1], "inconclusive",
+         "4 of 5 seeds reached only"),
+        ([0.82, 0.82, 0.82, 0.82, 0.82], [0.1, 0.1, 0.8, 0.8, 0.8], "violation",
+         "2 inverted, 3 partial"),  # inversions still count as violations
+        ([0.82, 0.6, 0.6, 0.6, 0.6], [0.8, 0.5, 0.5, 0.5, 0.5], "inconclusive",
+         "did not learn the training distribution"),  # 4 unlearned, 1 partial
+        ([0.82, 0.82, 0.6, 0.6], [0.8, 0.8, 0.5, 0.5], "inconclusive",
+         "no outcome holds a majority"),  # 2 partial, 2 unlearned: no majority either way
+    ],
+)
+def test_partial_seeds_count_towards_no_pass(val, test, expected, says):
+    verdict, reason = judge("shift", val, test, None, TP)
+    assert verdict == expected and says in reason
+
+
+def test_partial_applies_to_shift_tests_only():
+    with pytest.raises(ValueError, match="shift tests only"):
+        judge("unlearnable", [0.5] * 3, [0.5] * 3, [0.9] * 3, 0.75)
+    with pytest.raises(ValueError, match="shift tests only"):
+        seed_outcome("unlearnable", 0.5, 0.5, 0.9, 0.75)
+    with pytest.raises(ValueError, match="shift tests only"):
+        near_threshold("unlearnable", 0.5, 0.5, 0.9, 0.75)
+
+
+def test_a_partial_seed_learned_something():
+    outcomes = seed_outcomes("shift", [0.82, 0.6, 0.6], [0.8, 0.5, 0.5], None, TP)
+    assert outcomes == ["partial", "unlearned", "unlearned"]
+    assert learned_nothing(outcomes) is False
+    assert learned_nothing(["unlearned", "unlearned"]) is True
+
+
+@pytest.mark.parametrize(
+    ("val", "test", "expected"),
+    [
+        (0.86, 0.86, True),  # 0.035 below the bar 0.895
+        (0.93, 0.93, True),  # 0.035 above it
+        (0.82, 0.82, False),  # clearly partial
+        (0.99, 0.98, False),  # clearly kept
+        (0.82, 0.60, False),  # partial whatever the drop: the drop does not decide
+        (0.99, 0.78, True),  # above the bar the drop (0.21) decides, near 0.2
+    ],
+)
+def test_a_threshold_seed_is_near_the_partial_bar(val, test, expected):
+    assert near_threshold("shift", val, test, None, TP) is expected
+
+
+@pytest.mark.parametrize(
+    ("val", "test", "expected"),
+    [
+        ([0.95, 0.95, 0.95, 0.82, 0.82], [0.95] * 3 + [0.8] * 2, True),  # one kept less: no pass
+        ([0.95] * 5, [0.95] * 5, False),
+        ([0.82] * 5, [0.8] * 5, False),  # one kept more is still no majority
+        ([0.95, 0.95, 0.82, 0.82, 0.82], [0.95] * 2 + [0.8] * 3, True),  # one partial kept
+    ],
+)
+def test_a_threshold_cell_is_fragile_on_its_partial_seeds(val, test, expected):
+    assert fragile("shift", val, test, None, TP) is expected
+
+
+def test_without_a_floor_a_seed_is_never_imagined_partial():
+    # 3 kept of 5 with two unlearned: another outcome for any one seed changes the pass;
+    # 5 kept: no single seed can, and "partial" is no outcome a single_concept seed has.
+    assert fragile("shift", [0.95] * 5, [0.95] * 5) is False
+    assert fragile("shift", [0.95] * 3 + [0.6] * 2, [0.95] * 3 + [0.5] * 2) is True

@@ -245,3 +245,35 @@ class RandomMaskInPlace(nn.Module):
 
 random_mask_in_place = ModelSpec(name="random_mask_in_place", factory=RandomMaskInPlace,
                                  input="bag1", budget=TINY_BUDGET)
+
+
+class OneConceptMax(nn.Module):
+    """Learns one concept of a two-concept rule, by construction: the instance score is
+    high on concept A only (minus the mean squared distance to A's mean, 2 in every
+    dimension: about -0.01 on A, -1 on B, -5 on background, -144 on the poison), frozen;
+    the bag logit is its maximum over the bag through a trainable increasing affine map.
+
+    On ``threshold_poisoned`` and ``false_frequency`` (positive iff A and B) it ranks
+    validation bags as the best rule of one concept does (AUC 0.82 and 0.75): the verdict
+    rule must not count it as having learned the test's rule. Set-monotone, it keeps that
+    ranking under ``threshold_poisoned``'s shift (the poison cannot lower a maximum); on
+    ``false_frequency``'s test bags a negative's maximum over 35-44 draws of A beats a
+    positive's one draw (the extreme-value effect), and its test AUC falls to about 0.53.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("centre", torch.full((dim,), 2.0))
+        self.log_scale = nn.Parameter(torch.zeros(()))
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        score = -((X - self.centre) ** 2).mean(dim=-1)  # [B, N]
+        return self.log_scale.exp() * score.masked_fill(~mask, -1e9).amax(dim=1) + self.bias
+
+
+one_concept = ModelSpec(name="one_concept", factory=OneConceptMax,
+                        budget={"n_train_bags": 32, "epochs": 1})
+"""Judged on the default 500 validation bags, so each seed's AUC has the precision the
+verdict rule's thresholds assume; training is one epoch of 32 bags (only the affine map
+trains)."""
