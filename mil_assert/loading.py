@@ -316,6 +316,24 @@ def select_tests(tests: str | Sequence[str] | None) -> list[str]:
     return [name for name in TESTS if name in tests]
 
 
+USER_MODULE_PREFIX = "mil_assert_user_"
+"""Name prefix of the modules imported from model files (``path/to/file.py:factory``)."""
+
+
+def user_model_files() -> dict[str, str]:
+    """The model files imported so far, by module name: a worker process imports them
+    under the same names before it unpickles a model whose factory lives in one."""
+    return {name: module.__file__ for name, module in list(sys.modules.items())
+            if name.startswith(USER_MODULE_PREFIX) and getattr(module, "__file__", None)}
+
+
+def import_model_files(files: dict[str, str]) -> None:
+    """Import each of :func:`user_model_files`'s files under its own name."""
+    for name, path in files.items():
+        if name not in sys.modules:
+            _import_file(path, Path(path).parent)
+
+
 def _import_file(target: str, base_dir: Path):
     path = Path(target).expanduser()
     if not path.is_absolute():
@@ -324,7 +342,7 @@ def _import_file(target: str, base_dir: Path):
     if not path.is_file():
         raise ModelSpecError(f"model file {target!r} not found (looked for {path})")
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    name = f"mil_assert_user_{path.stem}_{digest}"
+    name = f"{USER_MODULE_PREFIX}{path.stem}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)

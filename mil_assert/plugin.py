@@ -106,7 +106,8 @@ class Suite:
     others_deselected: list[str] = field(default_factory=list)
     _models: list[ModelSpec] | None = None
     _device: torch.device | None = None
-    _ended: dict[str, str | None] = field(default_factory=dict)
+    _refs: dict[str, str] | None = None
+    _worker: Any = None  # a mil_assert.isolation.CellWorker, started by the first cell
 
     @property
     def models(self) -> list[ModelSpec]:
@@ -130,21 +131,41 @@ class Suite:
                 torch.set_num_threads(1)  # xdist workers share the cores; one thread each
         return self._device
 
-    def ended_message(self, spec: ModelSpec) -> str | None:
-        """Why a model named by the model option cannot run in this process (its factory
-        or forward ends the process; checked in a child process once per session), or
-        ``None``: :func:`mil_assert.runner.models_that_end_the_process`."""
-        if spec.name not in self._ended:
+    def reference(self, spec: ModelSpec) -> str | ModelSpec:
+        """How a worker process finds ``spec`` again: its item of the model option, else
+        the spec itself (built-in and decorator models)."""
+        if self._refs is None:
             from mil_assert.loading import split_top_level
-            from mil_assert.runner import Model, Run, models_that_end_the_process
 
             items = [item.strip() for item in split_top_level(self.model_option or "", ",")]
-            refs = {named.name: item for item, named in zip(items, self.models, strict=False)}
-            ref = refs.get(spec.name)
-            run = Run(tuple(self.seeds), self.budget, self.dim, str(self.device))
-            self._ended[spec.name] = None if ref is None else models_that_end_the_process(
-                [Model(spec, ref, self.base_dir)], run).get(spec.name)
-        return self._ended[spec.name]
+            self._refs = ({named.name: item for item, named in zip(items, self.models,
+                                                                   strict=False)}
+                          if self.model_option else {})
+        return self._refs.get(spec.name, spec)
+
+    def run_cell(self, spec: ModelSpec, test: str) -> CellResult:
+        """One cell in this session's worker process (:mod:`mil_assert.isolation`), so that
+        a model that ends its process becomes an ``error`` cell; a model that cannot be
+        sent there runs here."""
+        from mil_assert.cells import Model, Run
+        from mil_assert.isolation import CellWorker, sendable
+        from mil_assert.runner import unisolated_cell
+
+        run = Run(tuple(self.seeds), self.budget, self.dim, str(self.device))
+        model = Model(spec, self.reference(spec), self.base_dir)
+        if not sendable(model.ref):
+            return unisolated_cell(model, test, run, self.device)
+        if self._worker is None:
+            import torch
+
+            self._worker = CellWorker(torch.get_num_threads(), self.device_name, self.worker)
+        return self._worker.run(model, test, run)
+
+    def close(self) -> None:
+        """End the worker process, if one was started."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
 
 
 STATE = pytest.StashKey[Suite]()
@@ -238,13 +259,7 @@ def mil_test(request: pytest.FixtureRequest) -> str:
 def mil_result(request: pytest.FixtureRequest, mil_model: ModelSpec, mil_test: str) -> CellResult:
     """Train ``mil_model`` on ``mil_test`` over the run's seeds and judge the cell (an
     ``error`` cell for a model that ends the process or calls ``sys.exit``)."""
-    from mil_assert.runner import Run, error_cell, guarded_cell
-
-    suite = request.config.stash[STATE]
-    run = Run(tuple(suite.seeds), suite.budget, suite.dim, str(suite.device))
-    ended = suite.ended_message(mil_model) if suite.model_option else None
-    result = (error_cell(mil_model, mil_test, run, ended) if ended is not None else
-              guarded_cell(mil_model, mil_test, run, suite.device))
+    result = request.config.stash[STATE].run_cell(mil_model, mil_test)
     request.node.user_properties.append((RESULT_PROPERTY, result.as_dict()))
     return result
 
@@ -321,9 +336,12 @@ class ComplianceSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session):
-        """While compliance cells run here, SIGTERM and SIGHUP stop the run as Ctrl-C
-        does: the finished cells' report is written (:mod:`mil_assert.interrupts`)."""
-        if not self.suite.cells:
+        """While compliance cells run here, or in xdist workers this process controls,
+        SIGTERM and SIGHUP stop the run as Ctrl-C does: the finished cells' report is
+        written (:mod:`mil_assert.interrupts`) and xdist ends its workers."""
+        controller = (self.suite.worker is None
+                      and getattr(session.config.option, "numprocesses", None))
+        if not (self.suite.cells or controller and self.suite.model_option is not None):
             return (yield)
         from mil_assert.interrupts import signals_interrupt
 
@@ -341,6 +359,7 @@ class ComplianceSession:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         suite = self.suite
+        suite.close()
         if suite.worker is None and suite.results and session.exitstatus in (
                 pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             from mil_assert.results import LEARNED_NOTHING_STATUS, untrained_models
@@ -349,7 +368,7 @@ class ComplianceSession:
                 session.exitstatus = LEARNED_NOTHING_STATUS
         interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
         stopped_by = None
-        if interrupted and suite.cells:
+        if interrupted and (suite.cells or suite.model_option is not None):
             from mil_assert.interrupts import STOP_SIGNALS, exit_status, last_stop_signal
 
             stopped_by = last_stop_signal()

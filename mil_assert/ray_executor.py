@@ -44,12 +44,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from mil_assert.cells import Model, Run, error_cell
 from mil_assert.harness import resolve_device, run_cell
 from mil_assert.interrupts import reclaim_stop_signals
 from mil_assert.loading import as_spec
 from mil_assert.registry import ModelSpec
 from mil_assert.results import CellResult
-from mil_assert.runner import Model, Run, error_cell
 from mil_assert.synthetic import TESTS
 
 CELL_RETRIES = 2

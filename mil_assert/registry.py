@@ -8,6 +8,7 @@ or ``--model=path/to/file.py:factory`` (see :mod:`mil_assert.loading`).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
@@ -103,6 +104,12 @@ class ModelSpec:
             raise ValueError(f"model {self.name!r}: positive_class must be a class index >= 0, "
                              f"got {self.positive_class!r}")
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickles (to a worker process) with plain dicts; ``__post_init__`` freezes them."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields.update(expected=dict(self.expected), budget=dict(self.budget))
+        return _spec_from_fields, (fields,)
+
 
 def builtin_models() -> dict[str, ModelSpec]:
     """Every ``SPEC`` defined in a module of ``mil_assert.models``, in file-name order."""
@@ -139,3 +146,7 @@ def _unimportable(name: str, error: Exception) -> ModelSpec:
         raise ImportError(message)
 
     return ModelSpec(name=name, factory=factory, citation=message)
+
+
+def _spec_from_fields(fields: dict[str, Any]) -> ModelSpec:
+    return ModelSpec(**fields)

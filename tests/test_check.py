@@ -23,6 +23,7 @@ import mil_assert
 import mil_assert.runner
 from mil_assert.cli import main
 from mil_assert.harness import resolve_device
+from mil_assert.isolation import CellWorker
 from mil_assert.plugin import worker_index
 
 REPO = Path(__file__).resolve().parent.parent
@@ -185,7 +186,7 @@ def test_a_factory_that_raises_fails_the_gate_with_its_message(capsys, bad_model
 
 
 def test_an_interrupted_check_writes_the_finished_cells(capsys, monkeypatch, tmp_path):
-    real, calls = mil_assert.runner.run_cell, []
+    real, calls = CellWorker.run, []
 
     def interrupted_on_the_second_cell(*args, **kwargs):
         calls.append(args)
@@ -193,7 +194,7 @@ def test_an_interrupted_check_writes_the_finished_cells(capsys, monkeypatch, tmp
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mil_assert.runner, "run_cell", interrupted_on_the_second_cell)
+    monkeypatch.setattr(CellWorker, "run", interrupted_on_the_second_cell)
     report = tmp_path / "r.json"
     code, out, err = cli(capsys, f"{TOY}:tiny_max", "--seeds", "2", "--quiet",
                          "--report", str(report))
@@ -269,14 +270,6 @@ def test_each_worker_takes_its_own_gpu_round_robin(monkeypatch):
     assert resolve_device("cuda", None) == torch.device("cuda")
     assert resolve_device("cuda:2", 0) == torch.device("cuda", 2)  # an explicit GPU stays
     assert resolve_device("cpu", 1) == torch.device("cpu")
-
-    class Numbers:
-        def get(self) -> int:
-            return 5
-
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    mil_assert.runner._start_worker(Numbers(), 1, "cuda")
-    assert mil_assert.runner._WORKER_DEVICE == torch.device("cuda", 2)
 
 
 def test_xdist_worker_numbers():

@@ -20,6 +20,7 @@ import torch
 import toy_models
 
 import mil_assert
+import mil_assert.isolation
 import mil_assert.runner
 from mil_assert.cli import main
 from mil_assert.loading import ModelSpecError, resolve_models
@@ -138,7 +139,7 @@ def test_an_interrupted_run_says_so_also_with_no_finished_cell(capsys, monkeypat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mil_assert.runner, "run_cell", interrupted)
+    monkeypatch.setattr(mil_assert.isolation.CellWorker, "run", interrupted)
     report = tmp_path / "r.json"
     code = main(["check", f"{TOY}:tiny_max", "--tests", "single_concept,label_swap",
                  "--seeds", "2", "--quiet", "--report", str(report)])
