@@ -138,7 +138,7 @@ def seed_outcome(kind: TestKind, val_auc: float, test_auc: float,
         return UNLEARNED
     if partial_auc is not None and val_auc < partial_bar(partial_auc):
         return PARTIAL
-    return LOST if val_auc - test_auc > MAX_DROP else KEPT
+    return LOST if test_auc < val_auc - MAX_DROP else KEPT
 
 
 def _check_partial(kind: TestKind, partial_auc: float | None) -> None:
@@ -154,8 +154,8 @@ def seed_outcomes(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence
     controls = [None] * len(test_aucs) if control_aucs is None else list(control_aucs)
     if not len(val_aucs) == len(test_aucs) == len(controls):
         raise ValueError("one validation, one test (and one control) AUC per seed")
-    return [seed_outcome(kind, v, t, c, partial_auc)
-            for v, t, c in zip(val_aucs, test_aucs, controls, strict=True)]
+    return [seed_outcome(kind, val_aucs[i], test_aucs[i], controls[i], partial_auc)
+            for i in range(len(controls))]
 
 
 def judge(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float],
@@ -192,7 +192,10 @@ def judge(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float],
     return _judge_votes(kind, Counter(outcomes), n, partial_auc)
 
 
-OUTCOMES = {"shift": (INVERTED, LOST, KEPT, PARTIAL, UNLEARNED),
+# A seed's other possible outcomes, for :func:`fragile`. ``PARTIAL`` is left out: for the
+# verdict it weighs as ``UNLEARNED`` does (neither a pass nor a violation), so a seed
+# turning partial changes a verdict exactly when its turning unlearned does.
+OUTCOMES = {"shift": (INVERTED, LOST, KEPT, UNLEARNED),
             "unlearnable": (LEARNED_ABSENCE, NOT_LEARNED, UNLEARNED)}
 PASSING = (KEPT, NOT_LEARNED)
 """Outcomes of a seed that shows a model passing: it learned and kept the rule, or it
@@ -209,31 +212,27 @@ this of the threshold: about two standard deviations of a held-out AUC at chance
 
 def near_threshold(kind: TestKind, val_auc: float, test_auc: float,
                    control_auc: float | None = None, partial_auc: float | None = None) -> bool:
-    """Whether the value that decides this seed's outcome lies within ``NEAR`` of its
-    threshold (test AUC 0.4, validation AUC 0.75, drop 0.2, with ``partial_auc`` the
-    validation AUC of :func:`partial_bar`; ``label_swap``: test AUC 0.6, then the
-    control's validation AUC 0.75)."""
-    _check_partial(kind, partial_auc)
+    """Whether a value that decides this seed's outcome lies within ``NEAR`` of its
+    threshold (strictly). The deciding values are those the seed's path through
+    :func:`seed_outcome` compares: the test AUC with 0.4 always; then, unless inverted, the
+    validation AUC with 0.75; then, on a test with ``partial_auc``, unless unlearned, the
+    validation AUC with :func:`partial_bar`; then, for a kept or lost seed, the drop with
+    0.2 (the test AUC with the validation AUC - 0.2). ``label_swap``: the test AUC with
+    0.6, then, unless learned, the control's validation AUC with 0.75."""
+    outcome = seed_outcome(kind, val_auc, test_auc, control_auc, partial_auc)
     if kind == "unlearnable":
-        if abs(test_auc - (CHANCE + MARGIN)) < NEAR:
-            return True
-        return (test_auc <= CHANCE + MARGIN and control_auc is not None
-                and abs(control_auc - LEARNED_AUC) < NEAR)
-    if abs(test_auc - (CHANCE - MARGIN)) < NEAR:
-        return True
-    if test_auc < CHANCE - MARGIN:
-        return False
-    if abs(val_auc - LEARNED_AUC) < NEAR:
-        return True
-    if val_auc < LEARNED_AUC:
-        return False
-    if partial_auc is not None:
-        bar = partial_bar(partial_auc)
-        if abs(val_auc - bar) < NEAR:
-            return True
-        if val_auc < bar:
-            return False
-    return abs(val_auc - test_auc - MAX_DROP) < NEAR
+        deciding = [(test_auc, CHANCE + MARGIN)]
+        if outcome != LEARNED_ABSENCE and control_auc is not None:
+            deciding.append((control_auc, LEARNED_AUC))
+    else:
+        deciding = [(test_auc, CHANCE - MARGIN)]
+        if outcome != INVERTED:
+            deciding.append((val_auc, LEARNED_AUC))
+        if partial_auc is not None and outcome in (PARTIAL, LOST, KEPT):
+            deciding.append((val_auc, partial_bar(partial_auc)))
+        if outcome in (LOST, KEPT):
+            deciding.append((test_auc, val_auc - MAX_DROP))
+    return any(threshold - NEAR < value < threshold + NEAR for value, threshold in deciding)
 
 
 def fragile(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float],
@@ -243,14 +242,15 @@ def fragile(kind: TestKind, val_aucs: Sequence[float], test_aucs: Sequence[float
 
     Such a cell sits on a threshold of the rule; a sweep confirms it with more seeds.
     ``control_aucs`` and ``partial_auc`` as for :func:`judge` (``None``: a report without
-    the control; a test without a partial rule, whose seeds cannot be *partial*).
+    the control; a test without a partial rule, whose seeds cannot be *partial*). A
+    partial seed may turn any other outcome; no seed is imagined partial (for the verdict
+    that is the same as unlearned).
     """
     outcomes = seed_outcomes(kind, val_aucs, test_aucs, control_aucs, partial_auc)
     n = len(outcomes)
     verdict = _judge_votes(kind, Counter(outcomes), n, partial_auc)[0]
-    others = [o for o in OUTCOMES[kind] if partial_auc is not None or o != PARTIAL]
     for i, own in enumerate(outcomes):
-        for other in others:
+        for other in OUTCOMES[kind]:
             if other != own:
                 changed = Counter(outcomes[:i] + [other] + outcomes[i + 1:])
                 if _judge_votes(kind, changed, n, partial_auc)[0] != verdict:
@@ -306,7 +306,7 @@ def _judge_votes(kind: TestKind, votes: Counter[str], n: int,
         return "violation", f"a shortcut ranks the shifted test bags wrongly {seeds}"
     if 2 * votes[KEPT] > n:
         return "pass", f"learned the training distribution and kept it under the shift {seeds}"
-    if partial_auc is not None and votes[PARTIAL] and 2 * (votes[KEPT] + votes[PARTIAL]) > n:
+    if 2 * (votes[KEPT] + votes[PARTIAL]) > n:  # kept seeds alone are no majority
         return "inconclusive", (
             f"{votes[PARTIAL]} of {n} seeds reached only the one-concept rule's validation "
             f"AUC ({partial_auc:.2f}; the two-concept rule needs "

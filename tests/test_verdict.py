@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from mil_assert.synthetic import TESTS
 from mil_assert.verdict import (
+    CHANCE,
     LEARNED_AUC,
+    MARGIN,
+    MAX_DROP,
+    NEAR,
     auc_sd,
     fragile,
     judge,
@@ -225,6 +231,7 @@ def test_each_threshold_test_declares_the_auc_of_a_rule_of_one_concept():
         (0.75, 400, 100, 0.02403),
         (0.75, 1, 1, 0.43301),  # one bag per class: the A (1 - A) term alone
         (1.0, 250, 250, 0.0),
+        (0.0, 250, 250, 0.0),  # both ends of [0, 1] are AUCs
     ],
 )
 def test_the_sd_of_an_auc_is_hanley_and_mcneils(auc, n_pos, n_neg, sd):
@@ -358,3 +365,211 @@ def test_without_a_floor_a_seed_is_never_imagined_partial():
     # 5 kept: no single seed can, and "partial" is no outcome a single_concept seed has.
     assert fragile("shift", [0.95] * 5, [0.95] * 5) is False
     assert fragile("shift", [0.95] * 3 + [0.6] * 2, [0.95] * 3 + [0.5] * 2) is True
+
+
+# Boundaries: which side of each threshold a value exactly on it falls (mutation testing,
+# docs/verdict-rule.md). ``below(x)`` is the largest float under x.
+def below(x: float) -> float:
+    return math.nextafter(x, -math.inf)
+
+
+def above(x: float) -> float:
+    return math.nextafter(x, math.inf)
+
+
+def test_a_test_auc_exactly_at_0_4_is_not_inverted():
+    assert CHANCE - MARGIN == 0.4
+    assert seed_outcome("shift", 0.5, CHANCE - MARGIN) == "unlearned"
+    assert seed_outcome("shift", 0.5, below(CHANCE - MARGIN)) == "inverted"
+
+
+def test_a_validation_auc_exactly_at_0_75_has_learned():
+    assert seed_outcome("shift", LEARNED_AUC, LEARNED_AUC) == "kept"
+    assert seed_outcome("shift", below(LEARNED_AUC), LEARNED_AUC) == "unlearned"
+
+
+def test_a_drop_of_exactly_0_2_is_kept():
+    val = 0.95
+    assert seed_outcome("shift", val, val - MAX_DROP) == "kept"
+    assert seed_outcome("shift", val, below(val - MAX_DROP)) == "lost"
+
+
+def test_a_held_out_auc_exactly_at_0_6_has_not_learned_absence():
+    assert CHANCE + MARGIN == 0.6
+    assert seed_outcome("unlearnable", 0.5, CHANCE + MARGIN, 0.95) == "not learned"
+    assert seed_outcome("unlearnable", 0.5, above(CHANCE + MARGIN), 0.95) == "learned"
+    assert seed_outcome("unlearnable", 0.5, 0.5, below(LEARNED_AUC)) == "unlearned"
+
+
+@pytest.mark.parametrize(
+    ("kept", "unlearned", "expected", "says"),
+    [
+        (3, 3, "inconclusive", "no outcome holds a majority of 6 seeds: 3 kept, 3 unlearned"),
+        (4, 2, "pass", "of 6 seeds: 4 kept, 2 unlearned"),
+        (6, 6, "inconclusive", "no outcome holds a majority of 12 seeds"),  # a tie is no pass
+        (7, 5, "pass", "of 12 seeds: 7 kept, 5 unlearned"),
+        (2, 4, "inconclusive", "did not learn the training distribution"),
+        (1, 1, "inconclusive", "no outcome holds a majority of 2 seeds"),
+    ],
+)
+def test_a_pass_needs_a_strict_majority_with_an_even_number_of_seeds(kept, unlearned,
+                                                                    expected, says):
+    val, test = [0.9] * kept + [0.6] * unlearned, [0.9] * kept + [0.5] * unlearned
+    verdict, reason = judge("shift", val, test)
+    assert verdict == expected and says in reason, reason
+
+
+@pytest.mark.parametrize(
+    ("not_learned", "unlearned", "expected", "says"),
+    [
+        (3, 3, "inconclusive", "no outcome holds a majority of 6 seeds"),
+        (4, 2, "pass", "of 6 seeds: 2 unlearned, 4 not learned"),
+        (2, 2, "inconclusive", "no outcome holds a majority of 4 seeds"),  # 2 of 4 unlearned
+        (3, 2, "pass", "of 5 seeds: 2 unlearned, 3 not learned"),
+        (1, 3, "inconclusive", "did not learn the capacity control"),
+    ],
+)
+def test_label_swap_needs_a_strict_majority_too(not_learned, unlearned, expected, says):
+    n = not_learned + unlearned
+    verdict, reason = judge("unlearnable", [0.5] * n, [0.5] * n,
+                            [0.95] * not_learned + [0.5] * unlearned)
+    assert verdict == expected and says in reason, reason
+
+
+def test_two_unlearned_of_five_with_a_learned_one_make_no_majority():
+    verdict, reason = judge("unlearnable", [0.5] * 5, [0.5, 0.5, 0.5, 0.5, 0.9],
+                            [0.95, 0.95, 0.5, 0.5, 0.95])
+    assert verdict == "inconclusive"
+    assert reason == "no outcome holds a majority of 5 seeds: 2 unlearned, 1 learned, 2 not learned"
+
+
+@pytest.mark.parametrize(
+    ("test", "expected"),
+    [
+        ([0.1, 0.9, 0.9, 0.9, 0.9], "pass"),  # one inverted seed alone is no finding
+        ([0.1, 0.5, 0.9, 0.9, 0.9], "violation"),  # one inverted and one lost make two
+        ([0.5, 0.5, 0.9, 0.9, 0.9], "violation"),
+        ([0.5, 0.9, 0.9, 0.9, 0.9], "pass"),
+    ],
+)
+def test_a_violation_needs_two_seeds_that_show_a_shortcut(test, expected):
+    assert judge("shift", [1.0] * 5, test)[0] == expected
+
+
+def test_a_label_swap_violation_needs_two_seeds_that_learned_absence():
+    control = [0.95] * 4
+    assert judge("unlearnable", [0.5] * 4, [0.9, 0.5, 0.5, 0.5], control)[0] == "pass"
+    assert judge("unlearnable", [0.5] * 4, [0.9, 0.9, 0.5, 0.5], control)[0] == "violation"
+
+
+@pytest.mark.parametrize(
+    ("kind", "val", "test", "control", "partial", "reason"),
+    [
+        ("shift", [1.0] * 3, [0.0] * 3, None, None,
+         "a shortcut ranks the shifted test bags wrongly of 3 seeds: 3 inverted"),
+        ("shift", [0.9] * 3, [0.9] * 3, None, None,
+         "learned the training distribution and kept it under the shift of 3 seeds: 3 kept"),
+        ("shift", [0.6] * 3, [0.5] * 3, None, None,
+         "did not learn the training distribution (validation AUC below 0.75) of 3 seeds: "
+         "3 unlearned"),
+        ("shift", [0.82] * 3, [0.8] * 3, None, TP,
+         "3 of 3 seeds reached only the one-concept rule's validation AUC (0.82; the "
+         "two-concept rule needs 0.895): a rule of one concept passes no threshold test "
+         "(3 partial)"),
+        ("shift", [0.8] * 2, [0.8] * 2, None, FF,
+         "2 of 2 seeds reached only the one-concept rule's validation AUC (0.75; the "
+         "two-concept rule needs 0.837): a rule of one concept passes no threshold test "
+         "(2 partial)"),
+        ("unlearnable", [0.5] * 3, [0.9] * 3, [0.95] * 3, None,
+         "learned a rule no MIL model can represent (held-out AUC above 0.6) of 3 seeds: "
+         "3 learned"),
+        ("unlearnable", [0.5] * 3, [0.5] * 3, [0.95] * 3, None,
+         "learned the capacity control (presence as positive evidence) but could not learn "
+         "absence as positive evidence of 3 seeds: 3 not learned"),
+        ("unlearnable", [0.5] * 3, [0.5] * 3, [0.5] * 3, None,
+         "did not learn the capacity control (presence as positive evidence, validation AUC "
+         "below 0.75), so not learning absence says nothing of 3 seeds: 3 unlearned"),
+    ],
+)
+def test_each_verdict_gives_its_reason(kind, val, test, control, partial, reason):
+    assert judge(kind, val, test, control, partial)[1] == reason
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError) as error:
+        seed_outcome("other", 0.9, 0.9)  # type: ignore[arg-type]
+    assert str(error.value) == "unknown test kind 'other'"
+    with pytest.raises(ValueError) as error:
+        seed_outcomes("shift", [0.9] * 3, [0.9] * 2)
+    assert str(error.value) == "one validation, one test (and one control) AUC per seed"
+    with pytest.raises(ValueError) as error:
+        judge("shift", [0.9] * 3, [0.9] * 2)
+    assert str(error.value) == "one validation and one test AUC per seed"
+    with pytest.raises(ValueError) as error:
+        judge("unlearnable", [0.5] * 3, [0.5] * 3)
+    assert str(error.value) == ("an unlearnable test needs each seed's validation AUC on its "
+                                "capacity control (control_aucs)")
+    with pytest.raises(ValueError) as error:
+        judge("shift", [0.9], [0.9])
+    assert str(error.value) == "a verdict needs at least 2 seeds, got 1"
+    with pytest.raises(ValueError) as error:
+        judge("unlearnable", [0.5] * 2, [0.5] * 2, [0.9] * 2, 0.75)
+    assert str(error.value) == "partial_auc applies to shift tests only, not 'unlearnable' ones"
+    with pytest.raises(ValueError) as error:
+        auc_sd(1.5, 2, 3)
+    assert str(error.value) == ("an AUC in [0, 1] over at least one bag per class, got 1.5 "
+                                "over 2 + 3")
+
+
+@pytest.mark.parametrize(
+    ("val", "test", "partial", "expected"),
+    [
+        # the test AUC against 0.4, strictly within NEAR
+        (0.5, (CHANCE - MARGIN) + NEAR, None, False),
+        (0.5, below((CHANCE - MARGIN) + NEAR), None, True),
+        (1.0, (CHANCE - MARGIN) - NEAR, None, False),
+        (1.0, above((CHANCE - MARGIN) - NEAR), None, True),
+        (0.77, 0.1, None, False),  # inverted: the validation AUC decides nothing
+        (0.77, 0.5, None, True),  # not inverted, unlearned or not by 0.02
+        # the validation AUC against 0.75
+        (LEARNED_AUC + NEAR, LEARNED_AUC + NEAR, None, False),
+        (below(LEARNED_AUC + NEAR), 0.78, None, True),
+        (LEARNED_AUC - NEAR, 0.6, None, False),
+        (above(LEARNED_AUC - NEAR), 0.6, None, True),
+        (0.68, 0.68 - MAX_DROP, None, False),  # unlearned: its drop decides nothing
+        # the validation AUC against the partial bar
+        (partial_bar(TP) + NEAR, partial_bar(TP) + NEAR, TP, False),
+        (below(partial_bar(TP) + NEAR), 0.9, TP, True),
+        (partial_bar(TP) - NEAR, 0.8, TP, False),
+        (above(partial_bar(TP) - NEAR), 0.8, TP, True),
+        (0.82, 0.82 - MAX_DROP, TP, False),  # partial: its drop decides nothing
+        (partial_bar(TP) - NEAR, 0.8, None, False),  # no bar without a floor
+        # the drop against 0.2: the test AUC against the validation AUC - 0.2
+        (1.0, (1.0 - MAX_DROP) + NEAR, None, False),
+        (1.0, below((1.0 - MAX_DROP) + NEAR), None, True),
+        (1.0, (1.0 - MAX_DROP) - NEAR, None, False),
+        (1.0, above((1.0 - MAX_DROP) - NEAR), None, True),
+        (1.0, above((1.0 - MAX_DROP) - NEAR), TP, True),  # above the bar the drop decides
+    ],
+)
+def test_near_means_strictly_within_near_of_a_deciding_threshold(val, test, partial, expected):
+    assert near_threshold("shift", val, test, None, partial) is expected
+
+
+@pytest.mark.parametrize(
+    ("test", "control", "expected"),
+    [
+        ((CHANCE + MARGIN) + NEAR, 0.95, False),
+        (below((CHANCE + MARGIN) + NEAR), 0.95, True),
+        ((CHANCE + MARGIN) - NEAR, 0.95, False),
+        (above((CHANCE + MARGIN) - NEAR), 0.95, True),
+        (CHANCE + MARGIN + 0.1, 0.76, False),  # learned absence: the control decides nothing
+        (0.5, LEARNED_AUC + NEAR, False),
+        (0.5, below(LEARNED_AUC + NEAR), True),
+        (0.5, LEARNED_AUC - NEAR, False),
+        (0.5, above(LEARNED_AUC - NEAR), True),
+        (0.5, None, False),  # no control recorded: only the held-out AUC decides
+    ],
+)
+def test_near_on_label_swap_is_strict_too(test, control, expected):
+    assert near_threshold("unlearnable", test, test, control) is expected
