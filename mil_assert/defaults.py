@@ -39,10 +39,12 @@ class Budget:
             over all optimiser steps); a model's own ``lr_factor`` hook replaces it
             (:mod:`mil_assert.procedure`).
         warmup_epochs: epochs of linear learning-rate warm-up from 0 before the schedule.
-        max_seconds: a time limit per seed, the user's choice (``None``: no limit, the
-            default). When training passes it, the cell is ``error``; the seeds that had
-            finished keep their AUCs in the report, and the message says how far the
-            others got. It never changes a verdict otherwise.
+        max_seconds: a time limit of this many seconds per seed of a cell, the user's
+            choice (``None``: no limit, the default); one clock for the cell
+            (:func:`mil_assert.harness.cell_deadline`). When the cell passes it, the cell is
+            ``error``; the groups of seeds that had finished keep their AUCs in the report,
+            and the message says how far the others got. It never changes a verdict
+            otherwise.
     """
 
     n_train_bags: int = 500

@@ -352,16 +352,15 @@ class GroupOutcome:
 
 
 def train_group(group: Group, budget: Budget, on_step: Callable[[], None] | None = None,
-                ) -> GroupOutcome:
+                deadline: float | None = None) -> GroupOutcome:
     """Train one group and score its seeds on their validation and test bags.
 
-    With a time limit (``budget.max_seconds`` per seed), a group whose training passes it
-    is not scored: its outcome says where it stopped.
+    A group whose training passes ``deadline`` (``time.monotonic()``, checked after each
+    optimiser step; see :func:`cell_deadline`) is not scored: its outcome says where it
+    stopped. A group that finished training is always scored.
     """
     device = group.train.X.device
     cuda = [device] if device.type == "cuda" else []
-    deadline = (None if budget.max_seconds is None
-                else time.monotonic() + budget.max_seconds * len(group.seeds))
     # Only a model drawing random numbers (dropout, trained seed by seed) reads these streams.
     with torch.random.fork_rng(devices=cuda), seeded_global_rngs(group.seeds[0], "train/random"):
         stopped = fit(group.model, group.train, budget,
@@ -416,11 +415,34 @@ class TimeLimitReached(RuntimeError):
     """Training passed the user's time limit (``Budget.max_seconds``)."""
 
 
-def time_limit_message(budget: Budget, finished: Sequence[int], group: Group,
-                       stopped: Stopped, waiting: Sequence[int]) -> str:
+def cell_deadline(budget: Budget, started: float, seeds: int, kind: str) -> float | None:
+    """When a cell started at ``started`` passes its time limit, or ``None`` (no limit).
+
+    The limit is ``budget.max_seconds`` for each training of a seed: a cell of ``S`` seeds
+    has ``S`` times that for everything it does (contract check, training, evaluation),
+    twice as much for an ``unlearnable`` test, whose capacity control trains the seeds
+    again. One clock for the cell, whatever the grouping: a stacked group's seeds finish
+    together, so a group stopped by the limit keeps no seed, while groups that finished
+    before keep their AUCs.
+    """
+    if budget.max_seconds is None:
+        return None
+    trainings = seeds * (2 if kind == "unlearnable" else 1)
+    return started + budget.max_seconds * trainings
+
+
+def limit_words(budget: Budget, seconds: float) -> str:
+    """``"the time limit of 20 s per seed (60 s for this cell)"``."""
+    return (f"the time limit of {budget.max_seconds:g} s per seed ({seconds:g} s for this "
+            f"cell)")
+
+
+def time_limit_message(budget: Budget, seconds: float, finished: Sequence[int], group: Group,
+                       stopped: Stopped, waiting: Sequence[int], task: str = "") -> str:
     """What a time limit left: the seeds that finished (their AUCs are kept) and how far
-    the others got."""
-    parts = [f"the time limit of {budget.max_seconds:g} s per seed was reached"]
+    the others got; ``task`` is ``"control, "`` in the capacity control."""
+    parts = [f"{limit_words(budget, seconds)} was reached"
+             + (" in the capacity control" if task else "")]
     if finished:
         parts.append(f"{seed_label(finished)} finished (AUCs kept)")
     parts.append(f"{group.label()} stopped in epoch {stopped.epoch + 1} of {stopped.epochs}")
@@ -454,10 +476,15 @@ def run_cell(
     probabilities = False
     try:
         cell_budget = budget.with_overrides(spec.budget)
+        deadline = cell_deadline(cell_budget, started, len(seeds), test.kind)
         where = f"seed {seeds[0]}: "
         contract = contract_of(spec, seeds[0], dim)
         if not contract.ok:
             raise ContractFailed(contract.message)
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeLimitReached(f"{limit_words(cell_budget, deadline - started)} was "
+                                   f"reached in the contract check; no seed trained (set a "
+                                   f"larger limit, or none, to judge every seed)")
         where = ""
         splits = [test.generate(seed, dim=dim, n_train=cell_budget.n_train_bags,
                                 n_eval=cell_budget.n_eval_bags) for seed in seeds]
@@ -478,12 +505,13 @@ def run_cell(
                                        f"{spec.name} on {test.name}")
             for i, group in enumerate(groups):
                 where = f"{label}{group.label()}: "
-                outcome = train_group(group, cell_budget, clock)
+                outcome = train_group(group, cell_budget, clock, deadline)
                 if outcome.stopped is not None:
                     done = control_aucs if label else val_aucs
                     raise TimeLimitReached(time_limit_message(
-                        cell_budget, seeds[:len(done)], group, outcome.stopped,
-                        [seed for later in groups[i + 1:] for seed in later.seeds]))
+                        cell_budget, deadline - started, seeds[:len(done)], group,
+                        outcome.stopped, [seed for later in groups[i + 1:] for seed in later.seeds],
+                        label))
                 val, tst = outcome.val_aucs, outcome.test_aucs
                 probabilities = probabilities or (outcome.within_unit_interval and not label)
                 for step in (outcome.vmap_fallback or "").split("; "):

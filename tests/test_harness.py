@@ -76,10 +76,70 @@ def test_a_time_limit_keeps_the_seeds_that_finished(monkeypatch):
     budget = Budget(n_train_bags=64, n_eval_bags=64, epochs=4, max_seconds=20)
     result = harness.run_cell(spec, TESTS["single_concept"], (0, 1, 2), budget, 16, CPU)
     assert result.verdict == "error"
-    assert result.message == ("seed 1: the time limit of 20 s per seed was reached; seed 0 "
-                              "finished (AUCs kept); seed 1 stopped in epoch 1 of 4; seed 2 "
-                              "not started (set a larger limit, or none, to judge every seed)")
+    assert result.message == ("seed 1: the time limit of 20 s per seed (60 s for this cell) "
+                              "was reached; seed 0 finished (AUCs kept); seed 1 stopped in "
+                              "epoch 1 of 4; seed 2 not started (set a larger limit, or none, "
+                              "to judge every seed)")
     assert len(result.val_auc.per_seed) == len(result.test_auc.per_seed) == 1
+
+
+class TakesASecondPerTrainingCall(toy_models.InstanceMax):
+    """Moves the fake clock by 1 s on every call in training mode."""
+
+    now = [0.0]
+
+    def forward(self, X, mask):
+        if self.training:
+            TakesASecondPerTrainingCall.now[0] += 1.0
+        return super().forward(X, mask)
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    TakesASecondPerTrainingCall.now[0] = 0.0
+    monkeypatch.setattr(harness.time, "monotonic", lambda: TakesASecondPerTrainingCall.now[0])
+    return TakesASecondPerTrainingCall.now
+
+
+def test_a_time_limit_is_one_clock_for_a_stacked_cell(fake_clock):
+    """Two seeds stacked: 4 steps per epoch, one call each, so 1 s per step once the
+    contract check (its training-mode calls count too) is done; a limit of 5 s per seed
+    is 10 s for the cell, passed in the second epoch: the group keeps no seed."""
+    spec = ModelSpec("stacked", factory=TakesASecondPerTrainingCall)
+    budget = Budget(n_train_bags=128, n_eval_bags=64, epochs=10, max_seconds=5)
+    result = harness.run_cell(spec, TESTS["single_concept"], (0, 1), budget, 16, CPU)
+    assert result.training == "stacked: 2 seeds as one model"
+    assert result.verdict == "error" and result.val_auc is None
+    assert result.message.startswith("seeds 0, 1: the time limit of 5 s per seed (10 s for "
+                                     "this cell) was reached; seeds 0, 1 stopped in epoch ")
+    assert fake_clock[0] <= 12  # stopped at the first step past the limit
+
+
+def test_the_capacity_control_shares_the_cells_clock(fake_clock):
+    """label_swap trains the seeds twice (the rule, then the control): twice the limit in
+    all, one clock; the control, started after the rule's training, passes it."""
+    spec = ModelSpec("stacked", factory=TakesASecondPerTrainingCall)
+    budget = Budget(n_train_bags=64, n_eval_bags=64, epochs=12, max_seconds=10)
+    result = harness.run_cell(spec, TESTS["label_swap"], (0, 1), budget, 16, CPU)
+    assert result.verdict == "error"
+    assert ("the time limit of 10 s per seed (40 s for this cell) was reached in the capacity "
+            "control") in result.message
+    assert len(result.val_auc.per_seed) == 2  # the rule's training finished: kept
+
+
+def test_a_time_limit_passed_in_the_contract_check_trains_nothing(fake_clock):
+    class SlowToCheck(toy_models.InstanceMax):
+        def forward(self, X, mask):
+            fake_clock[0] += 100.0
+            return super().forward(X, mask)
+
+    result = harness.run_cell(ModelSpec("slow", factory=SlowToCheck), TESTS["single_concept"],
+                              (0, 1), Budget(n_train_bags=64, n_eval_bags=64, epochs=2,
+                                             max_seconds=1), 16, CPU)
+    assert result.verdict == "error" and result.val_auc is None
+    assert result.message == ("seed 0: the time limit of 1 s per seed (2 s for this cell) was "
+                              "reached in the contract check; no seed trained (set a "
+                              "larger limit, or none, to judge every seed)")
 
 
 def test_progress_moves_every_step_and_the_projection_comes_after_the_first_epoch():
