@@ -27,6 +27,7 @@ from mil_assert.report import build_report, contract_lines, format_matrix, inter
 from mil_assert.results import CellResult, untrained_lines, untrained_models
 from mil_assert.runner import CellsOutcome, Model, Run, load_models, run_cells
 from mil_assert.synthetic import TESTS
+from mil_assert.synthetic.regime import Regime, RegimeError
 from mil_assert.verdict import seed_outcome
 
 
@@ -46,6 +47,7 @@ class ComplianceReport:
         tests: the tests the run was asked for, in report order.
         stopped_by: the signal that stopped an interrupted run (``"SIGINT"`` for Ctrl-C,
             ``"SIGTERM"``, ``"SIGHUP"``), else ``None``.
+        regime: where the bags came from (:mod:`mil_assert.synthetic.regime`).
     """
 
     results: tuple[CellResult, ...]
@@ -58,6 +60,7 @@ class ComplianceReport:
     cells: int = 0
     tests: tuple[str, ...] = ()
     stopped_by: str | None = None
+    regime: Regime = Regime()
 
     @property
     def matrix(self) -> str:
@@ -91,7 +94,7 @@ class ComplianceReport:
             tests=self.tests or None,
             interrupted=interruption(self.stopped_by or "SIGINT", self.results,
                                      asked if self.tests else None)
-            if self.interrupted else None)
+            if self.interrupted else None, regime=self.regime)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON report atomically (temporary file, synced, then renamed), with
@@ -152,6 +155,9 @@ def check(
     executor: str = "processes",
     address: str | None = None,
     max_seconds: float | None = None,
+    bag_size: int | None = None,
+    instances: str = "gaussian",
+    data: str | os.PathLike[str] | None = None,
 ) -> ComplianceReport:
     """Train and judge ``models`` on the algorithmic unit tests; return the report.
 
@@ -177,6 +183,13 @@ def check(
             same per-seed AUCs.
         address: the Ray cluster (``"auto"``, ``"HOST:PORT"``, ``"ray://HOST:PORT"``;
             default ``$RAY_ADDRESS``, else a new local Ray instance).
+        bag_size: about this many instances per bag (the witnesses unchanged; default:
+            each test's own, about 13); :mod:`mil_assert.synthetic.regime`.
+        instances: ``"gaussian"`` (default) or ``"digits"``: every instance a digit image
+            (:mod:`mil_assert.synthetic.digits`; ``pip install "mil-assert[digits]"``).
+        data: a folder of your own bags (one ``BAG.pt`` float tensor ``[N, D]`` each and a
+            ``labels.csv`` with ``bag,label``), judged on the ``single_concept`` poison
+            test (:mod:`mil_assert.synthetic.own_data`).
 
     Raises:
         ValueError: a model that cannot be loaded, an unknown test, too few seeds, a bad
@@ -189,7 +202,7 @@ def check(
     if jobs < 1:
         raise ValueError(f"jobs={jobs}: give at least one worker process")
     loaded, names, run = prepare(models, tests, seeds, device, budget, dim, base_dir,
-                                 executor, address, max_seconds)
+                                 executor, address, max_seconds, bag_size, instances, data)
     outcome = run_cells(loaded, names, run, jobs=jobs, progress=progress, executor=executor,
                         address=address)
     return report_of(outcome, [m.spec.name for m in loaded], run, names)
@@ -200,6 +213,8 @@ def prepare(
     budget: Mapping[str, Any] | None = None, dim: int = INSTANCE_DIM,
     base_dir: str | os.PathLike[str] | None = None, executor: str = "processes",
     address: str | None = None, max_seconds: float | None = None,
+    bag_size: int | None = None, instances: str = "gaussian",
+    data: str | os.PathLike[str] | None = None,
 ) -> tuple[list[Model], list[str], Run]:
     """Load and check everything a run needs before any training; bad input raises
     ``ValueError`` naming it. ``"auto"`` is resolved to the device it means here (with
@@ -210,13 +225,22 @@ def prepare(
         raise ValueError(f"executor={executor!r}: use 'processes' or 'ray'")
 
     loaded = load_models(models, Path.cwd() if base_dir is None else Path(base_dir))
-    names = select_tests(tests)
+    regime = Regime(bag_size=bag_size, instances=instances,
+                    data=None if data is None else str(Path(data).expanduser().resolve()))
+    names = select_tests(tests if tests is not None or regime.tests() is None
+                         else list(regime.tests()))
+    unfit = [name for name in names if regime.tests() is not None and name not in regime.tests()]
+    if unfit:
+        raise RegimeError(f"data: the user's own bags build the shift test of single_concept "
+                          f"only; drop {', '.join(unfit)} from --tests")
+    regime.instance_dim(_dim(dim))  # the user's bags are read and checked here, once
     # a CUDA request without CUDA fails here, once (on Ray: in connect, for the cluster)
     resolved = resolve_device(device) if executor == "processes" else None
     run = Run(seeds=tuple(seed_list(seeds) if isinstance(seeds, int) else _seeds(seeds)),
               budget=with_time_limit(Budget().with_overrides(budget or {}), max_seconds),
               dim=_dim(dim),
-              device=resolved.type if resolved is not None and device == "auto" else device)
+              device=resolved.type if resolved is not None and device == "auto" else device,
+              regime=regime)
     if executor == "ray":
         from mil_assert.ray_executor import connect
 
@@ -244,7 +268,8 @@ def report_of(outcome: CellsOutcome, models: Sequence[str], run: Run,
         results=tuple(order_results(outcome.results, models)), models=tuple(models),
         seeds=run.seeds, budget=run.budget, dim=run.dim, device=run.device,
         interrupted=outcome.interrupted, cells=outcome.total, tests=tuple(tests),
-        stopped_by=None if outcome.signal is None else signal_name(outcome.signal))
+        stopped_by=None if outcome.signal is None else signal_name(outcome.signal),
+        regime=run.regime)
 
 
 def _seeds(seeds: Sequence[int]) -> list[int]:

@@ -21,6 +21,7 @@ from mil_assert.loading import as_specs, model_items
 from mil_assert.registry import ModelSpec
 from mil_assert.results import CellResult
 from mil_assert.synthetic import TESTS
+from mil_assert.synthetic.regime import Regime
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Run:
     budget: Budget
     dim: int
     device: str
+    regime: Regime = Regime()
 
 
 def error_cell(spec: ModelSpec, test: str, run: Run, message: str,
@@ -72,7 +74,7 @@ def guarded_cell(spec: ModelSpec, test: str, run: Run, device: torch.device | No
     into an ``error`` cell instead of ending the run."""
     try:
         return run_cell(spec, TESTS[test], run.seeds, run.budget, run.dim, device,
-                        progress=progress, note=note)
+                        progress=progress, note=note, regime=run.regime)
     except SystemExit as exit_:
         return error_cell(spec, test, run, f"the model called sys.exit({exit_.code!r}); it "
                                            f"was not judged")

@@ -71,6 +71,7 @@ from mil_assert.report import (
 )
 from mil_assert.results import LEARNED_NOTHING_STATUS
 from mil_assert.synthetic import TESTS
+from mil_assert.synthetic.regime import INSTANCES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +168,16 @@ def add_run_options(command: argparse.ArgumentParser, seeds_help: str,
     command.add_argument("--max-seconds", type=positive_seconds, default=None, metavar="T",
                          help="a time limit per seed of training, in seconds (default: none); "
                               "a seed past it stops and the finished seeds are kept")
+    command.add_argument("--bag-size", type=positive, default=None, metavar="N",
+                         help="about N instances per bag, the witnesses unchanged, so the "
+                              "witness rate falls as N grows (default: each test's own, ~13)")
+    command.add_argument("--instances", choices=INSTANCES, default="gaussian",
+                         help="gaussian (default) or digits: every instance an 8x8 digit "
+                              "image (pip install \"mil-assert[digits]\")")
+    command.add_argument("--data", default=None, metavar="FOLDER",
+                         help="your own bags: FOLDER/BAG.pt (a float tensor [N, D] each) and "
+                              "FOLDER/labels.csv (bag,label), judged on the single_concept "
+                              "poison test")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -243,11 +254,13 @@ def check_command(args: argparse.Namespace) -> int:
 
     models, tests, run = prepare(args.models, args.tests, args.seeds, args.device, dim=args.dim,
                                  executor=args.executor, address=args.address,
-                                 max_seconds=args.max_seconds)
+                                 max_seconds=args.max_seconds, bag_size=args.bag_size,
+                                 instances=args.instances, data=args.data)
     if args.report is not None:
         check_writable(args.report)
     print(f"mil-assert check: {', '.join(m.spec.name for m in models)} on {', '.join(tests)}; "
-          f"{len(run.seeds)} seeds per cell; device {run.device}; D = {run.dim}; "
+          f"{len(run.seeds)} seeds per cell; device {run.device}; "
+          f"D = {run.regime.instance_dim(run.dim)}; {run.regime.describe()}; "
           f"{where_cells_run(args)}", flush=True)
     outcome = run_cells(models, tests, run, jobs=args.jobs, progress=not args.quiet,
                         executor=args.executor, address=args.address)
@@ -278,7 +291,9 @@ def dims_command(args: argparse.Namespace) -> int:
     dims = check_dims(args.dims.split(","))
     models, tests, run = prepare(args.models or default_models(), args.tests,
                                  args.seeds, args.device, executor=args.executor,
-                                 address=args.address, max_seconds=args.max_seconds)
+                                 address=args.address, max_seconds=args.max_seconds,
+                                 bag_size=args.bag_size, instances=args.instances,
+                                 data=args.data)
     seed_list(args.confirm_seeds)
     if args.report is not None:
         check_writable(args.report)

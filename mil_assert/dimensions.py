@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from mil_assert import verdict
@@ -99,7 +100,7 @@ def sweep(
         announce(f"D = {dim}: screening {len(models) * len(tests)} cells with "
                  f"{len(run.seeds)} seeds")
         screened = run_cell_list([(m, t) for m in models for t in tests],
-                                 Run(run.seeds, run.budget, dim, run.device), jobs, progress,
+                                 replace(run, dim=dim), jobs, progress,
                                  executor, address)
         reasons = {(r.model, r.test): why for r in screened.results
                    if (why := needs_confirmation(specs[r.model], r)) is not None}
@@ -110,7 +111,7 @@ def sweep(
             announce(f"D = {dim}: confirming {len(reasons)} cells with {len(more_seeds)} "
                      f"seeds ({kinds})")
             confirmed = run_cell_list([(by_name[m], t) for m, t in reasons],
-                                      Run(more_seeds, run.budget, dim, run.device), jobs,
+                                      replace(run, seeds=more_seeds, dim=dim), jobs,
                                       progress, executor, address)
         final = {(r.model, r.test): r for r in screened.results}
         screens = {}
@@ -118,7 +119,7 @@ def sweep(
             screens[(r.model, r.test)] = final[(r.model, r.test)]
             final[(r.model, r.test)] = r
         cells = build_report(list(final.values()), names, run.seeds, run.budget, dim,
-                             run.device)
+                             run.device, regime=run.regime)
         for cell in cells["results"]:
             key = (cell["model"], cell["test"])
             if key in screens:

@@ -36,7 +36,10 @@ from mil_assert.results import CellResult
 from mil_assert.seeding import cpu_generator, seeded_global_rngs
 from mil_assert.stacking import NotStackable, check_stacked, stack_models
 from mil_assert.synthetic import AlgorithmicTest, Bags, Splits
+from mil_assert.synthetic.regime import Regime
 from mil_assert.verdict import LEARNED_AUC, judge
+
+DEFAULT_REGIME = Regime()
 
 EVAL_CHUNK_BAGS = 1024
 EVAL_CHUNK_BYTES = 64 * 2**20
@@ -454,9 +457,10 @@ def time_limit_message(budget: Budget, seconds: float, finished: Sequence[int], 
 def run_cell(
     spec: ModelSpec, test: AlgorithmicTest, seeds: Sequence[int], budget: Budget, dim: int,
     device: torch.device, progress: Callable[[float], None] | None = None,
-    note: Callable[[str], None] | None = None,
+    note: Callable[[str], None] | None = None, regime: Regime = DEFAULT_REGIME,
 ) -> CellResult:
-    """Train and judge one (model, test) cell over ``seeds``.
+    """Train and judge one (model, test) cell over ``seeds``, on the bags of ``regime``
+    (:mod:`mil_assert.synthetic.regime`: bag size, digit instances, the user's own bags).
 
     Any exception from the model (or its factory, or its budget overrides) becomes an
     ``error`` cell that keeps the message; it never escapes to stop the other cells.
@@ -477,6 +481,7 @@ def run_cell(
     try:
         cell_budget = budget.with_overrides(spec.budget)
         deadline = cell_deadline(cell_budget, started, len(seeds), test.kind)
+        dim = regime.instance_dim(dim)
         where = f"seed {seeds[0]}: "
         contract = contract_of(spec, seeds[0], dim)
         if not contract.ok:
@@ -486,8 +491,8 @@ def run_cell(
                                    f"reached in the contract check; no seed trained (set a "
                                    f"larger limit, or none, to judge every seed)")
         where = ""
-        splits = [test.generate(seed, dim=dim, n_train=cell_budget.n_train_bags,
-                                n_eval=cell_budget.n_eval_bags) for seed in seeds]
+        splits = [regime.generate(test, seed, dim=dim, n_train=cell_budget.n_train_bags,
+                                  n_eval=cell_budget.n_eval_bags) for seed in seeds]
         # An unlearnable test also trains its capacity control (the same model, seeds and
         # budget on a task every MIL model can learn); the control's validation AUCs
         # tell a seed that could not learn the rule from one that learned nothing.
@@ -496,8 +501,10 @@ def run_cell(
             tasks.append(("control, ", None))
         for label, task_splits in tasks:
             if task_splits is None:
-                task_splits = [test.control(seed, dim=dim, n_train=cell_budget.n_train_bags,
-                                            n_eval=cell_budget.n_eval_bags) for seed in seeds]
+                task_splits = [regime.generate(test, seed, dim=dim,
+                                               n_train=cell_budget.n_train_bags,
+                                               n_eval=cell_budget.n_eval_bags, control=True)
+                               for seed in seeds]
             where = f"{label}seed {seeds[0]}: "
             groups, task_how = plan_groups(spec, seeds, task_splits, dim, cell_budget, device)
             how = how or task_how

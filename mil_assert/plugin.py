@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from mil_assert.results import CellResult
 
 RESULT_PROPERTY = "mil_result"
+DEFAULT_REGIME_OPTIONS = {"bag_size": None, "instances": "gaussian", "data": None}
 SHORT_MODEL_OPTION = "--model"
 RUN_ANYWHERE = "pytest --pyargs mil_assert.compliance --mil-model=..."
 
@@ -60,6 +61,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"instance dimension D of the synthetic bags (default {INSTANCE_DIM})")
     group.addoption("--mil-report", dest="mil_report", default=None, metavar="PATH.json",
                     help="write the compliance matrix as JSON to this path")
+    group.addoption("--mil-bag-size", dest="mil_bag_size", type=int, default=None,
+                    metavar="N", help="about N instances per bag, the witnesses unchanged, so "
+                                      "the witness rate falls as N grows (default: each "
+                                      "test's own, ~13)")
+    group.addoption("--mil-instances", dest="mil_instances", default="gaussian",
+                    choices=("gaussian", "digits"),
+                    help="gaussian (default) or digits: every instance an 8x8 digit image "
+                         "(pip install \"mil-assert[digits]\")")
+    group.addoption("--mil-data", dest="mil_data", default=None, metavar="FOLDER",
+                    help="your own bags: FOLDER/BAG.pt (a float tensor [N, D] each) and "
+                         "FOLDER/labels.csv (bag,label), judged on the single_concept "
+                         "poison test (the other tests are skipped)")
     group.addoption("--mil-max-seconds", dest="mil_max_seconds", type=float, default=None,
                     metavar="T", help="a time limit per seed of training, in seconds (default: "
                                       "none); a seed past it stops, finished seeds are kept")
@@ -106,6 +119,8 @@ class Suite:
     others_deselected: list[str] = field(default_factory=list)
     _models: list[ModelSpec] | None = None
     _device: torch.device | None = None
+    regime_options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_REGIME_OPTIONS))
+    _regime: Any = None  # a mil_assert.synthetic.regime.Regime, built on first use
     _refs: dict[str, str] | None = None
     _worker: Any = None  # a mil_assert.isolation.CellWorker, started by the first cell
 
@@ -131,6 +146,21 @@ class Suite:
                 torch.set_num_threads(1)  # xdist workers share the cores; one thread each
         return self._device
 
+    @property
+    def regime(self) -> Any:
+        """Where the bags come from (:mod:`mil_assert.synthetic.regime`)."""
+        if self._regime is None:
+            from pathlib import Path as _Path
+
+            from mil_assert.synthetic.regime import Regime
+
+            options = dict(self.regime_options)
+            if options["data"] is not None:
+                options["data"] = str((self.base_dir / _Path(options["data"]).expanduser())
+                                      .resolve())
+            self._regime = Regime(**options)
+        return self._regime
+
     def reference(self, spec: ModelSpec) -> str | ModelSpec:
         """How a worker process finds ``spec`` again: its item of the model option, else
         the spec itself (built-in and decorator models)."""
@@ -151,7 +181,11 @@ class Suite:
         from mil_assert.isolation import CellWorker, sendable
         from mil_assert.runner import unisolated_cell
 
-        run = Run(tuple(self.seeds), self.budget, self.dim, str(self.device))
+        applicable = self.regime.tests()
+        if applicable is not None and test not in applicable:
+            pytest.skip(f"--mil-data judges the user's own bags on {', '.join(applicable)} "
+                        f"only")
+        run = Run(tuple(self.seeds), self.budget, self.dim, str(self.device), self.regime)
         model = Model(spec, self.reference(spec), self.base_dir)
         if not sendable(model.ref):
             return unisolated_cell(model, test, run, self.device)
@@ -191,7 +225,12 @@ def pytest_configure(config: pytest.Config) -> None:
             base_dir=base_dir, report_path=None if report is None else base_dir / report,
             worker=worker_index(config),
             budget=Budget(max_seconds=config.getoption("mil_max_seconds")),
+            regime_options={"bag_size": config.getoption("mil_bag_size"),
+                            "instances": config.getoption("mil_instances"),
+                            "data": config.getoption("mil_data")},
         )
+        if suite.regime_options != DEFAULT_REGIME_OPTIONS:
+            suite.regime.instance_dim(suite.dim)  # bad options or data fail here, once
         if suite.report_path is not None and suite.worker is None:
             from mil_assert.files import check_writable
 
@@ -390,7 +429,8 @@ class ComplianceSession:
                                 suite.cells) if interrupted else None)
         self.written = write_json_atomic(
             build_report(suite.results, self.model_names, suite.seeds, suite.budget, suite.dim,
-                         suite.device, tests=ran, interrupted=stopped), suite.report_path)
+                         suite.device, tests=ran, interrupted=stopped, regime=suite.regime),
+            suite.report_path)
 
     def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
         suite = self.suite
@@ -441,4 +481,6 @@ def settings(suite: Suite) -> str:
             f"default budget {budget.epochs} epochs x {budget.n_train_bags} bags, batch "
             f"{budget.batch_size}, {budget.optimizer} lr {budget.lr:g}"
             + ("" if budget.max_seconds is None else
-               f"; time limit {budget.max_seconds:g} s per seed"))
+               f"; time limit {budget.max_seconds:g} s per seed")
+            + ("" if suite.regime_options == DEFAULT_REGIME_OPTIONS else
+               f"; {suite.regime.describe()}"))

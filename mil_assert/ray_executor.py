@@ -267,7 +267,8 @@ def _cell_on_worker(ref: str | ModelSpec, base_dir: Path, test: str, run: Run) -
     torch.set_num_threads(max(1, int(cpus)))
     device = resolve_device(run.device)
     spec = as_spec(ref, base_dir)
-    result = run_cell(spec, TESTS[test], run.seeds, run.budget, run.dim, device)
+    result = run_cell(spec, TESTS[test], run.seeds, run.budget, run.dim, device,
+                      regime=run.regime)
     return dataclasses.replace(result, ran_on=placement(ray, device))
 
 

@@ -20,6 +20,7 @@ from mil_assert import verdict
 from mil_assert.defaults import Budget
 from mil_assert.results import CellResult, untrained_lines
 from mil_assert.synthetic import TESTS
+from mil_assert.synthetic.regime import Regime
 
 SCHEMA = "mil-assert/report/v1"
 
@@ -170,10 +171,13 @@ def interruption(by: str, results: Sequence[CellResult],
 def build_report(results: Sequence[CellResult], models: Sequence[str], seeds: Sequence[int],
                  budget: Budget, dim: int, device: torch.device | str,
                  tests: Sequence[str] | None = None,
-                 interrupted: dict[str, Any] | None = None) -> dict[str, Any]:
+                 interrupted: dict[str, Any] | None = None,
+                 regime: Regime | None = None) -> dict[str, Any]:
     """The JSON-ready report (schema ``mil-assert/report/v1``).
 
     Args:
+        regime: where the bags came from (bag size, digit instances, the user's own
+            bags; :mod:`mil_assert.synthetic.regime`); ``None``: the tests' own bags.
         tests: the tests the run was asked for (default: those of ``results``); only
             these are described under ``"tests"``.
         interrupted: :func:`interruption` for a run stopped early; ``None`` (written as
@@ -186,6 +190,7 @@ def build_report(results: Sequence[CellResult], models: Sequence[str], seeds: Se
         "environment": environment(device),
         "budget": budget.as_dict(),
         "instance_dim": dim,
+        "regime": (regime or Regime()).as_dict(),
         "seeds": [int(s) for s in seeds],
         "tests": {name: {"assumption": t.assumption, "kind": t.kind, "source": t.source,
                          "generator_parameters": generator_parameters(name),

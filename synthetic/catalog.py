@@ -37,6 +37,10 @@ class AlgorithmicTest:
             only when its validation AUC clears this by a margin chance cannot produce
             (:mod:`mil_assert.verdict`); ``None``: the rule has one concept, and
             ``LEARNED_AUC`` alone decides.
+        sized: ``sized(n) -> dict``, the generator's keyword arguments that make a
+            training bag hold about ``n`` instances on average (``--mil-bag-size``): the
+            background grows, the witnesses and the poison stay as they are, so the
+            witness rate falls as ``n`` grows.
     """
 
     name: str
@@ -46,6 +50,7 @@ class AlgorithmicTest:
     source: str
     control: Callable[..., Splits] | None = None
     partial_rule_auc: float | None = None
+    sized: Callable[[int], dict[str, int]] | None = None
 
     def __post_init__(self) -> None:
         if self.kind == "unlearnable" and self.control is None:
@@ -95,3 +100,29 @@ def one_concept_auc(copies: Sequence[int]) -> float:
         raise ValueError(f"copies must be positive integers, got {copies!r}")
     exact = sum(1 - Fraction(1, 2 * (k + 1)) for k in counts) / len(counts)
     return float(exact)
+
+
+def fixed_background(other: float) -> Callable[[int], dict[str, int]]:
+    """``sized`` of a test whose bags hold ``background`` instances besides ``other``
+    others on average (witnesses and poison of a training bag)."""
+    def sized(n: int) -> dict[str, int]:
+        return {"background": max(1, round(n - other))}
+
+    return sized
+
+
+BACKGROUND_SPREAD = 0.1
+"""With a bag size set, a test whose background count is drawn uniformly draws it within
+this fraction of its mean, so that bags of about equal size pad little."""
+
+
+def uniform_background(other: float) -> Callable[[int], dict[str, int]]:
+    """``sized`` of a test whose bags hold U{min_background, ..., max_background}
+    background instances besides ``other`` others on average."""
+    def sized(n: int) -> dict[str, int]:
+        mean = max(1.0, n - other)
+        spread = round(mean * BACKGROUND_SPREAD)
+        return {"min_background": max(1, round(mean) - spread),
+                "max_background": max(1, round(mean) + spread)}
+
+    return sized

@@ -37,7 +37,7 @@ from mil_assert.synthetic.bags import (
     check_params,
     uniform_int,
 )
-from mil_assert.synthetic.catalog import AlgorithmicTest, one_concept_auc
+from mil_assert.synthetic.catalog import AlgorithmicTest, one_concept_auc, uniform_background
 
 PARTIAL_RULE_AUC = one_concept_auc((1,))
 """0.75: the validation AUC of the best rule of one concept (a maximum over the bag's
@@ -51,7 +51,7 @@ over instances of A's indicator gives 0.747 (sd 0.014), of A's Gaussian log-like
 0.747 (sd 0.020), of B's 0.756 (``tests/test_partial_rule.py``)."""
 
 
-def _split(n_bags: int, dim: int, max_background: int, copies: tuple[int, int], seed: int,
+def _split(n_bags: int, dim: int, background: tuple[int, int], copies: tuple[int, int], seed: int,
            stream: str) -> Bags:
     generator = cpu_generator(seed, stream)
     y = balanced_labels(n_bags)
@@ -60,7 +60,7 @@ def _split(n_bags: int, dim: int, max_background: int, copies: tuple[int, int], 
     negative_is_a = torch.rand(n_bags, generator=generator) < 0.5
     n_a = torch.where(positive, 1, t * negative_is_a.long())
     n_b = torch.where(positive, 1, t * (~negative_is_a).long())
-    m = uniform_int(1, max_background, n_bags, generator)
+    m = uniform_int(background[0], background[1], n_bags, generator)
     parts = [(CONCEPT_A_NOISE, n_a), (CONCEPT_B_NOISE, n_b), (BACKGROUND_NOISE, m)]
     return assemble_bags(parts, y, dim, generator)
 
@@ -72,6 +72,7 @@ def generate(
     n_train: int = 500,
     n_eval: int = 500,
     max_background: int = 9,
+    min_background: int = 1,
     test_copies: tuple[int, int] = (35, 44),
 ) -> Splits:
     """Training, validation and test bags of the ``false_frequency`` test.
@@ -81,21 +82,31 @@ def generate(
         dim: instance dimension D.
         n_train: number of training bags (half positive).
         n_eval: number of validation bags and of test bags (half positive).
-        max_background: background instances per bag are drawn from U{1, ..., this}.
+        max_background: background instances per bag are drawn from U{min_background,
+            ..., this}.
+        min_background: the least background instances per bag (at least 1).
         test_copies: ``(low, high)``: negative test bags hold U{low, ..., high} copies.
     """
-    check_params(dim, n_train, n_eval, max_background=max_background)
-    if max_background < 1:
-        raise ValueError(f"max_background must be at least 1, got {max_background}")
+    check_params(dim, n_train, n_eval, max_background=max_background,
+                 min_background=min_background)
+    if not 1 <= min_background <= max_background:
+        raise ValueError(f"background counts must satisfy 1 <= min_background <= "
+                         f"max_background, got {min_background} and {max_background}")
+    background = (min_background, max_background)
     low, high = test_copies
     if not (isinstance(low, int) and isinstance(high, int) and 2 <= low <= high):
         raise ValueError(f"test_copies must be integers (low, high) with 2 <= low <= high "
                          f"(negative training bags hold 1 copy), got {test_copies!r}")
     return Splits(
-        train=_split(n_train, dim, max_background, (1, 1), seed, "data/false_frequency/train"),
-        val=_split(n_eval, dim, max_background, (1, 1), seed, "data/false_frequency/val"),
-        test=_split(n_eval, dim, max_background, (low, high), seed, "data/false_frequency/test"),
+        train=_split(n_train, dim, background, (1, 1), seed, "data/false_frequency/train"),
+        val=_split(n_eval, dim, background, (1, 1), seed, "data/false_frequency/val"),
+        test=_split(n_eval, dim, background, (low, high), seed, "data/false_frequency/test"),
     )
+
+
+OTHER_INSTANCES = 1.5
+"""Mean instances of a training bag besides the background: a positive training bag holds
+one A and one B, a negative one of them."""
 
 
 TEST = AlgorithmicTest(
@@ -105,4 +116,5 @@ TEST = AlgorithmicTest(
     kind="shift",
     source="Raff & Holt 2023, Algorithm 3",
     partial_rule_auc=PARTIAL_RULE_AUC,
+    sized=uniform_background(OTHER_INSTANCES),
 )

@@ -33,7 +33,7 @@ from dataclasses import replace
 
 from mil_assert.seeding import cpu_generator
 from mil_assert.synthetic.bags import Bags, Splits, assemble_bags, balanced_labels, check_params
-from mil_assert.synthetic.catalog import AlgorithmicTest
+from mil_assert.synthetic.catalog import AlgorithmicTest, fixed_background
 from mil_assert.synthetic.single_concept import concept_parts
 
 
@@ -76,6 +76,11 @@ def generate_control(
                     for bags in (swapped.train, swapped.val, swapped.test)))
 
 
+OTHER_INSTANCES = 1.0
+"""Mean instances of a training bag besides the background: a bag holding the concept holds
+2 of its instances on average, the other none."""
+
+
 TEST = AlgorithmicTest(
     name="label_swap",
     generate=generate,
@@ -83,4 +88,5 @@ TEST = AlgorithmicTest(
     kind="unlearnable",
     source="this project, from the label asymmetry in Raff & Holt 2023, section 1",
     control=generate_control,
+    sized=fixed_background(OTHER_INSTANCES),
 )

@@ -45,7 +45,7 @@ from mil_assert.synthetic.bags import (
     check_params,
     uniform_int,
 )
-from mil_assert.synthetic.catalog import AlgorithmicTest
+from mil_assert.synthetic.catalog import AlgorithmicTest, fixed_background
 
 CONCEPT_WIDE = Component(CONCEPT_A, 0.0, 3.0)
 CONCEPT_NARROW = Component(CONCEPT_A, 1.0, 1.0)
@@ -100,10 +100,16 @@ def generate(
     )
 
 
+OTHER_INSTANCES = 1.5
+"""Mean instances of a training bag besides the background: a positive training bag holds 2
+concept instances on average, a negative the poison."""
+
+
 TEST = AlgorithmicTest(
     name="single_concept",
     generate=generate,
     assumption="standard",
     kind="shift",
     source="Raff & Holt 2023, Algorithm 1",
+    sized=fixed_background(OTHER_INSTANCES),
 )

@@ -36,7 +36,7 @@ from mil_assert.synthetic.bags import (
     check_params,
     uniform_int,
 )
-from mil_assert.synthetic.catalog import AlgorithmicTest, one_concept_auc
+from mil_assert.synthetic.catalog import AlgorithmicTest, one_concept_auc, uniform_background
 
 COPIES = (1, 2, 3)
 """A positive bag holds k instances of A and k of B, k drawn uniformly from these."""
@@ -54,7 +54,7 @@ indicator gives 0.749 (sd 0.012), of A's Gaussian log-likelihood 0.825 (sd 0.018
 0.864), of B's 0.825 (``tests/test_partial_rule.py``)."""
 
 
-def _split(n_bags: int, dim: int, max_background: int, poison_in: int, seed: int,
+def _split(n_bags: int, dim: int, background: tuple[int, int], poison_in: int, seed: int,
            stream: str) -> Bags:
     generator = cpu_generator(seed, stream)
     y = balanced_labels(n_bags)
@@ -63,7 +63,7 @@ def _split(n_bags: int, dim: int, max_background: int, poison_in: int, seed: int
     negative_is_a = torch.rand(n_bags, generator=generator) < 0.5
     n_a = torch.where(positive, k, (~positive & negative_is_a).long())
     n_b = torch.where(positive, k, (~positive & ~negative_is_a).long())
-    m = uniform_int(1, max_background, n_bags, generator)
+    m = uniform_int(background[0], background[1], n_bags, generator)
     parts = [
         (CONCEPT_A_NOISE, n_a),
         (CONCEPT_B_NOISE, n_b),
@@ -74,7 +74,8 @@ def _split(n_bags: int, dim: int, max_background: int, poison_in: int, seed: int
 
 
 def generate(
-    seed: int, *, dim: int = 16, n_train: int = 500, n_eval: int = 500, max_background: int = 9
+    seed: int, *, dim: int = 16, n_train: int = 500, n_eval: int = 500, max_background: int = 9,
+    min_background: int = 1,
 ) -> Splits:
     """Training, validation and test bags of the ``threshold_poisoned`` test.
 
@@ -83,16 +84,26 @@ def generate(
         dim: instance dimension D.
         n_train: number of training bags (half positive).
         n_eval: number of validation bags and of test bags (half positive).
-        max_background: background instances per bag are drawn from U{1, ..., this}.
+        max_background: background instances per bag are drawn from U{min_background,
+            ..., this}.
+        min_background: the least background instances per bag (at least 1).
     """
-    check_params(dim, n_train, n_eval, max_background=max_background)
-    if max_background < 1:
-        raise ValueError(f"max_background must be at least 1, got {max_background}")
+    check_params(dim, n_train, n_eval, max_background=max_background,
+                 min_background=min_background)
+    if not 1 <= min_background <= max_background:
+        raise ValueError(f"background counts must satisfy 1 <= min_background <= "
+                         f"max_background, got {min_background} and {max_background}")
+    background = (min_background, max_background)
     return Splits(
-        train=_split(n_train, dim, max_background, 0, seed, "data/threshold_poisoned/train"),
-        val=_split(n_eval, dim, max_background, 0, seed, "data/threshold_poisoned/val"),
-        test=_split(n_eval, dim, max_background, 1, seed, "data/threshold_poisoned/test"),
+        train=_split(n_train, dim, background, 0, seed, "data/threshold_poisoned/train"),
+        val=_split(n_eval, dim, background, 0, seed, "data/threshold_poisoned/val"),
+        test=_split(n_eval, dim, background, 1, seed, "data/threshold_poisoned/test"),
     )
+
+
+OTHER_INSTANCES = 3.0
+"""Mean instances of a training bag besides the background: a positive training bag holds 2
+instances of A and 2 of B on average, a negative one of A or B and the poison."""
 
 
 TEST = AlgorithmicTest(
@@ -102,4 +113,5 @@ TEST = AlgorithmicTest(
     kind="shift",
     source="Raff & Holt 2023, Algorithm 2",
     partial_rule_auc=PARTIAL_RULE_AUC,
+    sized=uniform_background(OTHER_INSTANCES),
 )
