@@ -66,16 +66,52 @@ def test_the_page_has_an_example_of_each_case():
     assert len(EXAMPLES) == 8
 
 
-def test_a_batched_per_bag_loss_is_what_trains():
+def entropy_attention_loss(model, X, mask, y):
+    """The page's per-bag loss, bag by bag on the real instances, from the parameters:
+    BCE on the attention-pooled logit plus 0.1 x the attention's negative entropy."""
+    embed, attention, head = model.embed[0], model.attention, model.head
+    losses = []
+    for b in range(len(y)):
+        H = torch.relu(X[b, mask[b]] @ embed.weight.T + embed.bias)  # [n, width]
+        A = torch.softmax(H @ attention.weight[0] + attention.bias[0], dim=0)  # [n]
+        logit = (A @ H) @ head.weight[0] + head.bias[0]
+        bce = F.softplus(logit) - y[b] * logit  # -log sigmoid(+-logit)
+        losses.append(bce + 0.1 * (A * A.log()).sum())
+    return torch.stack(losses).mean()
+
+
+def test_a_batched_per_bag_loss_is_what_trains(monkeypatch):
+    """``fit`` steps on the gradient of the model's ``loss`` (mean over the mini-batch's
+    bags), not of binary cross-entropy on its logits."""
     spec = example("A per-bag auxiliary loss (batched)")["SPEC"]
-    model, bags = train(spec)
-    X, mask, y = first_batch(bags)
-    with torch.no_grad():
-        H, A = model.model.attend(X, mask)
-    bce = F.binary_cross_entropy_with_logits(model(X, mask), y, reduction="none")
-    entropy_term = 0.1 * (A * A.clamp_min(1e-12).log()).sum(dim=1)
-    assert float(entropy_term.abs().min()) > 1e-3  # the term is there, and trained on:
-    torch.testing.assert_close(seed_losses(model, X, mask, y, 1), (bce + entropy_term).mean()[None])
+    budget = Budget(n_train_bags=64, n_eval_bags=64, epochs=1)  # 2 steps of 32 bags
+    model = build_model(spec, 0, DIM)
+    initial = build_model(spec, 0, DIM).model  # the same initial weights
+    splits = TESTS["single_concept"].generate(0, dim=DIM, n_train=64, n_eval=64)
+    bags = SeedBags.of([splits.train], CPU)
+    gradients: list[list[torch.Tensor]] = []
+    make = harness.make_optimizer
+
+    def recording(trained, budget):
+        optimizer = make(trained, budget)
+        optimizer.register_step_pre_hook(lambda *_: gradients.append(
+            [p.grad.clone() for p in trained.parameters()]))
+        return optimizer
+
+    monkeypatch.setattr(harness, "make_optimizer", recording)
+    fit(model, bags, budget, [cpu_generator(0, "train/shuffle")])
+    assert len(gradients) == 2
+    # the first step's mini-batch: the first 32 bags of the seed's first shuffle
+    order = torch.randperm(64, generator=cpu_generator(0, "train/shuffle"))
+    X, mask, y = bags.batch(order[None, :32])
+    parameters = list(initial.parameters())
+    expected = torch.autograd.grad(entropy_attention_loss(initial, X, mask, y), parameters)
+    for got, want in zip(gradients[0], expected, strict=True):
+        torch.testing.assert_close(got, want)
+    # binary cross-entropy alone would give another gradient (the test can tell them apart)
+    bce = F.binary_cross_entropy_with_logits(initial(X, mask), y)
+    plain = torch.autograd.grad(bce, parameters)
+    assert max(float((g - p).abs().max()) for g, p in zip(gradients[0], plain, strict=True)) > 1e-3
 
 
 def test_a_one_bag_loss_runs_through_vmap_with_dropout():
@@ -91,16 +127,28 @@ def test_a_one_bag_loss_runs_through_vmap_with_dropout():
 
 
 def test_the_ema_teacher_follows_the_student_after_every_step():
+    """After every optimiser step the teacher moves 1 - momentum of the way to the
+    student's new weights: ``teacher <- teacher + 0.01 (student - teacher)``."""
     spec = example("An EMA teacher")["SPEC"]
     model = build_model(spec, 0, DIM)
-    initial = [p.clone() for p in model.model.teacher.parameters()]
-    trained, _ = train(spec)
-    teacher = [p.detach() for p in trained.model.teacher.parameters()]
-    student = [p.detach() for p in trained.model.student.parameters()]
-    moved = sum(float((t - i).abs().sum()) for t, i in zip(teacher, initial, strict=True))
-    lag = sum(float((t - s).abs().sum()) for t, s in zip(teacher, student, strict=True))
-    start = sum(float((i - s).abs().sum()) for i, s in zip(initial, student, strict=True))
-    assert moved > 0 and 0 < lag < start  # moved towards the student, and lags behind it
+    splits = TESTS["single_concept"].generate(0, dim=DIM, n_train=SMALL.n_train_bags,
+                                              n_eval=SMALL.n_eval_bags)
+    teacher = [p.detach().clone() for p in model.model.teacher.parameters()]
+    steps = 0
+
+    def after_step():
+        nonlocal teacher, steps
+        student = [p.detach() for p in model.model.student.parameters()]
+        expected = [t + 0.01 * (s - t) for t, s in zip(teacher, student, strict=True)]
+        now = [p.detach().clone() for p in model.model.teacher.parameters()]
+        for got, want in zip(now, expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)  # float32 rounding
+        assert any(not torch.equal(n, t) for n, t in zip(now, teacher, strict=True))
+        teacher, steps = now, steps + 1
+
+    fit(model, SeedBags.of([splits.train], CPU), SMALL, [cpu_generator(0, "train/shuffle")],
+        on_step=after_step)
+    assert steps == SMALL.epochs * math.ceil(SMALL.n_train_bags / SMALL.batch_size)
     result = run_cell(spec, TESTS["single_concept"], (0, 1), SMALL, DIM, CPU)
     assert result.verdict != "error" and result.training.startswith("stacked"), result.message
 
@@ -135,9 +183,9 @@ def test_the_budgets_cosine_schedule_warms_up_then_decays(monkeypatch):
 
 def test_the_models_own_schedule_replaces_the_budgets(monkeypatch):
     rates = learning_rates(example("A schedule")["SPEC"], monkeypatch)
-    third = len(rates) // 3
-    assert rates == pytest.approx([SMALL.lr] * third + [SMALL.lr * 0.1] * third
-                                  + [SMALL.lr * 0.01] * third)
+    # 6 epochs x 2 steps; lr_factor = 0.1 ** floor(3 * step / 12): 1, 0.1, 0.01 by thirds
+    assert len(rates) == 12
+    assert rates == pytest.approx([3e-3] * 4 + [3e-4] * 4 + [3e-5] * 4)
 
 
 def test_a_masking_ratio_follows_the_epoch():
