@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("reports", nargs="+", help="two or more JSON reports")
     merge.add_argument("-o", "--output", required=True, help="the merged JSON report")
 
+    bags = commands.add_parser(
+        "bags-from-csv", help="turn a CSV of instances (label,bag,features...; the classic MIL "
+                              "benchmarks' layout) into a folder for --data")
+    bags.add_argument("csv", help="the CSV file, one instance per row")
+    bags.add_argument("folder", help="the folder to write: BAG.pt files and labels.csv")
+    bags.add_argument("--standardize", action="store_true",
+                      help="z-score each feature over all instances")
+
     bench = commands.add_parser(
         "benchmark", help="time the harness against a plain padded loop, a batch-size-1 "
                           "loop and torchmil's Trainer (if installed), side by side")
@@ -359,6 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             render_command(args)
         elif args.command == "benchmark":
             benchmark_command(args)
+        elif args.command == "bags-from-csv":
+            from mil_assert.synthetic.own_data import bags_from_csv
+
+            count = bags_from_csv(args.csv, args.folder, args.standardize)
+            print(f"{count} bags written to {args.folder} (use --data {args.folder})")
         else:
             merged = merge_reports([(path, load_report(path)) for path in args.reports])
             write_json_atomic(merged, args.output)

@@ -145,3 +145,37 @@ def _padded(data: OwnBags, rows: list[int], poison: torch.Tensor, poison_in: int
         X[i, :len(bag)] = bag
         mask[i, :len(bag)] = True
     return Bags(X, mask, data.labels[rows].float(), labels)
+
+
+def bags_from_csv(table: str | Path, folder: str | Path, standardize: bool = False) -> int:
+    """Write a CSV of instances (one row each: bag label, bag id, features; the classic
+    MIL benchmarks' layout, as the ``mil`` package ships Musk1, Musk2 and Elephant) as a
+    folder of the format above. ``standardize``: each feature z-scored over all instances.
+    Returns the number of bags written."""
+    rows: dict[str, list[list[float]]] = {}
+    labels: dict[str, str] = {}
+    with Path(table).open(newline="") as handle:
+        for line, row in enumerate(csv.reader(handle), start=1):
+            if not row:
+                continue
+            try:
+                label, bag, features = row[0].strip(), row[1].strip(), [float(v) for v in row[2:]]
+            except (IndexError, ValueError) as error:
+                raise DataError(f"{table}, line {line}: not label,bag,features... ({error})") \
+                    from None
+            if label not in ("0", "1") or labels.setdefault(bag, label) != label:
+                raise DataError(f"{table}, line {line}: bag {bag!r} has label {label!r}; every "
+                                f"instance of a bag needs the same label, 0 or 1")
+            rows.setdefault(bag, []).append(features)
+    bags = {bag: torch.tensor(values) for bag, values in rows.items()}
+    if standardize:
+        everything = torch.cat(list(bags.values()))
+        mean, std = everything.mean(dim=0), everything.std(dim=0).clamp(min=1e-6)
+        bags = {bag: (x - mean) / std for bag, x in bags.items()}
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for bag, x in bags.items():
+        torch.save(x.float(), out / f"{bag}.pt")
+    (out / "labels.csv").write_text("bag,label\n" + "".join(f"{bag},{labels[bag]}\n"
+                                                            for bag in bags))
+    return len(bags)
