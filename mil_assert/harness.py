@@ -19,9 +19,11 @@ cross-entropy on the logits. Each seed minimises the mean of its bags' losses.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import product
 
 import torch
 from torch import nn
@@ -37,7 +39,7 @@ from mil_assert.seeding import cpu_generator, seeded_global_rngs
 from mil_assert.stacking import NotStackable, check_stacked, stack_models
 from mil_assert.synthetic import AlgorithmicTest, Bags, Splits
 from mil_assert.synthetic.regime import Regime
-from mil_assert.verdict import LEARNED_AUC, judge
+from mil_assert.verdict import LEARNED_ABSENCE, LEARNED_AUC, judge, seed_outcome
 
 DEFAULT_REGIME = Regime()
 
@@ -404,6 +406,13 @@ class CellClock:
             self.note(f"{self.label}: first epoch {epoch:.1f} s; projected training time "
                       f"{format_seconds(epoch * self.total / self.steps)}")
 
+    def skip_rest(self) -> None:
+        """The steps still to come will not run (a skipped capacity control): report
+        their share at once, so that the cell's fractions still sum to 1."""
+        if self.progress is not None and self.steps < self.total:
+            self.progress((self.total - self.steps) / self.total)
+        self.steps = self.total
+
 
 def format_seconds(seconds: float) -> str:
     """``"42 s"``, ``"3.5 min"`` or ``"1.2 h"``."""
@@ -454,6 +463,66 @@ def time_limit_message(budget: Budget, seconds: float, finished: Sequence[int], 
     return "; ".join(parts) + " (set a larger limit, or none, to judge every seed)"
 
 
+CONTROL_EXTREMES = (0.0, 1.0)
+"""The lowest and the highest validation AUC a capacity control can show. The verdict rule
+reads a seed's control through a threshold (:func:`mil_assert.verdict.seed_outcome`), so
+these two give every outcome a control can give that seed."""
+
+
+def verdict_whatever_the_control(kind: str, val_aucs: Sequence[float],
+                                 test_aucs: Sequence[float],
+                                 partial_auc: float | None = None) -> tuple[str, str] | None:
+    """``(verdict, reason)`` of an ``unlearnable`` cell that is a violation whatever its
+    capacity control would show, else ``None`` (the control must be trained).
+
+    Asked of the verdict rule itself, not of its thresholds: each seed's outcome under
+    the lowest and the highest control AUC (:data:`CONTROL_EXTREMES`), then
+    :func:`mil_assert.verdict.judge` of every way of mixing them. The verdict is a vote
+    (it counts the seeds' outcomes), so for the seeds whose outcome the control decides
+    only how many take each extreme matters, not which: ``k`` such seeds are ``k + 1``
+    judgements. The reason is that of the highest control for every seed, which is how a
+    seed without a control reads (:func:`mil_assert.verdict.seed_outcome` with ``None``,
+    as :meth:`CellResult.seed_outcomes` reads the report).
+    """
+    if kind != "unlearnable":
+        return None
+    low, high = CONTROL_EXTREMES
+    pairs = [(seed_outcome(kind, v, t, low, partial_auc),
+              seed_outcome(kind, v, t, high, partial_auc))
+             for v, t in zip(val_aucs, test_aucs, strict=True)]
+    open_ = Counter(pair for pair in pairs if pair[0] != pair[1])
+    judged = None
+    for lows in product(*(range(count, -1, -1) for count in open_.values())):
+        left = dict(zip(open_, lows, strict=True))
+        controls = []
+        for pair in pairs:
+            if left.get(pair):
+                left[pair] -= 1
+                controls.append(low)
+            else:
+                controls.append(high)
+        verdict, reason = judge(kind, val_aucs, test_aucs, controls, partial_auc)
+        if verdict != "violation":
+            return None
+        judged = verdict, reason  # the last is every open seed at the highest control
+    return judged
+
+
+def skip_words(kind: str, val_aucs: Sequence[float], test_aucs: Sequence[float],
+               partial_auc: float | None = None) -> str:
+    """Why a cell's capacity control was not trained, for the report: ``"3 of 5 seeds
+    learned the swapped rule: a violation whatever the control shows, so it was not
+    trained (the other seeds count as not learned, unchecked by a control)"``."""
+    outcomes = [seed_outcome(kind, v, t, None, partial_auc)
+                for v, t in zip(val_aucs, test_aucs, strict=True)]
+    learned = outcomes.count(LEARNED_ABSENCE)
+    words = (f"{learned} of {len(outcomes)} seeds learned the swapped rule: a violation "
+             f"whatever the control shows, so it was not trained")
+    if learned < len(outcomes):
+        words += " (the other seeds count as not learned, unchecked by a control)"
+    return words
+
+
 def run_cell(
     spec: ModelSpec, test: AlgorithmicTest, seeds: Sequence[int], budget: Budget, dim: int,
     device: torch.device, progress: Callable[[float], None] | None = None,
@@ -468,6 +537,11 @@ def run_cell(
     cell it completed (the fractions of a cell that trains to the end sum to 1);
     ``note(line)`` gets the cell's projected training time after its first epoch. With a
     time limit, the seeds that finished before it keep their AUCs in the error cell.
+
+    An ``unlearnable`` test's capacity control is trained after the rule, unless the
+    rule's seeds already make a violation that no control outcome can change
+    (:func:`verdict_whatever_the_control`): then the cell's ``control_auc`` is ``None``,
+    its ``control_skipped`` and message say why, and it takes about half the time.
     """
     expected = spec.expected.get(test.name)
     started = time.monotonic()
@@ -478,6 +552,8 @@ def run_cell(
     contract: ContractOutcome | None = None
     clock: CellClock | None = None
     probabilities = False
+    settled: tuple[str, str] | None = None
+    control_skipped: str | None = None
     try:
         cell_budget = budget.with_overrides(spec.budget)
         deadline = cell_deadline(cell_budget, started, len(seeds), test.kind)
@@ -495,12 +571,21 @@ def run_cell(
                                   n_eval=cell_budget.n_eval_bags) for seed in seeds]
         # An unlearnable test also trains its capacity control (the same model, seeds and
         # budget on a task every MIL model can learn); the control's validation AUCs
-        # tell a seed that could not learn the rule from one that learned nothing.
+        # tell a seed that could not learn the rule from one that learned nothing. Unless
+        # the rule's seeds already make a violation that no control outcome can change.
         tasks = [("", splits)]
         if test.kind == "unlearnable":
             tasks.append(("control, ", None))
         for label, task_splits in tasks:
             if task_splits is None:
+                settled = verdict_whatever_the_control(test.kind, val_aucs, test_aucs,
+                                                       test.partial_rule_auc)
+                if settled is not None:
+                    control_skipped = skip_words(test.kind, val_aucs, test_aucs,
+                                                 test.partial_rule_auc)
+                    if clock is not None:
+                        clock.skip_rest()
+                    break
                 task_splits = [regime.generate(test, seed, dim=dim,
                                                n_train=cell_budget.n_train_bags,
                                                n_eval=cell_budget.n_eval_bags, control=True)
@@ -532,9 +617,13 @@ def run_cell(
                     val_aucs += val
                     test_aucs += tst
             del groups
-        verdict, message = judge(test.kind, val_aucs, test_aucs,
-                                 control_aucs if test.kind == "unlearnable" else None,
-                                 test.partial_rule_auc)
+        if settled is not None:
+            verdict, message = settled
+            message += f"; capacity control skipped: {control_skipped}"
+        else:
+            verdict, message = judge(test.kind, val_aucs, test_aucs,
+                                     control_aucs if test.kind == "unlearnable" else None,
+                                     test.partial_rule_auc)
         if probabilities and spec.output == "logit":
             message += (" (every validation logit lies in [0, 1] after training: if forward "
                         "returns probabilities, set @output=probability)")
@@ -556,6 +645,7 @@ def run_cell(
         budget_overrides=dict(spec.budget), training=how,
         contract=None if contract is None else contract.as_dict(),
         control_auc=SeedSummary.of(control_aucs) if control_aucs else None,
+        control_skipped=control_skipped,
     )
 
 

@@ -19,7 +19,11 @@ class CellResult:
     outcome of the model-contract check before training (``ContractOutcome.as_dict``);
     ``control_auc`` is each seed's validation AUC on the capacity control of an
     ``unlearnable`` test (``label_swap``), ``None`` for shift tests, for an ``error``
-    before the control finished and in reports written before the control;
+    before the control finished, where the control was skipped and in reports written
+    before the control; ``control_skipped`` says why a cell's capacity control was not
+    trained (its seeds that learned the swapped rule already make a violation that no
+    control outcome can change; :func:`mil_assert.harness.verdict_whatever_the_control`),
+    ``None`` where it was trained or there is none, and in reports written before it;
     ``ran_on`` says where the cell ran when a cluster ran it (``executor``, ``node``,
     ``address``, ``device``; see :mod:`mil_assert.ray_executor`), ``None`` otherwise and
     in reports written before it.
@@ -40,6 +44,7 @@ class CellResult:
     contract: dict[str, Any] | None = None
     control_auc: SeedSummary | None = None
     ran_on: dict[str, Any] | None = None
+    control_skipped: str | None = None
 
     def seed_outcomes(self) -> list[str]:
         """What each finished seed shows under the verdict rule (empty for an ``error``
@@ -94,6 +99,7 @@ class CellResult:
             "contract": self.contract,
             "control_auc": None if self.control_auc is None else self.control_auc.as_dict(),
             "ran_on": None if self.ran_on is None else dict(self.ran_on),
+            "control_skipped": self.control_skipped,
         }
 
     @classmethod
@@ -109,6 +115,7 @@ class CellResult:
             message=data["message"], budget_overrides=dict(data.get("budget_overrides", {})),
             training=data.get("training", ""), contract=data.get("contract"),
             control_auc=summary(data.get("control_auc")), ran_on=data.get("ran_on"),
+            control_skipped=data.get("control_skipped"),
         )
 
 
