@@ -45,6 +45,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mil_assert.cells import Model, Run, error_cell
+from mil_assert.costs import longest_first, spec_cost
 from mil_assert.harness import resolve_device, run_cell
 from mil_assert.interrupts import reclaim_stop_signals
 from mil_assert.loading import as_spec
@@ -187,9 +188,12 @@ def run_on_ray(cells: Sequence[tuple[Model, str]], run: Run, bar: tqdm,
                results: list[CellResult], address: str | None = None) -> None:
     """Run every cell as a Ray task; append each result to ``results`` as it lands.
 
-    ``bar`` advances by one per finished cell. On any exception in the driver
-    (KeyboardInterrupt included) the cells already finished are still appended, the
-    others are cancelled (their workers stopped), and the exception propagates.
+    The cells are submitted longest first (:mod:`mil_assert.costs`): Ray starts tasks
+    that ask for the same resources about in the order they were submitted, so the long
+    cells do not start last while the rest of the cluster idles. ``bar`` advances by one
+    per finished cell. On any exception in the driver (KeyboardInterrupt included) the
+    cells already finished are still appended, the others are cancelled (their workers
+    stopped), and the exception propagates.
     """
     device = connect(address, run.device)
     ray = import_ray()
@@ -197,6 +201,7 @@ def run_on_ray(cells: Sequence[tuple[Model, str]], run: Run, bar: tqdm,
     task = ray.remote(_cell_on_worker).options(
         num_cpus=1, num_gpus=1 if device == "cuda" else 0, max_retries=CELL_RETRIES,
         retry_exceptions=False)
+    cells = longest_first(cells, lambda cell: spec_cost(cell[0].spec, cell[1]))
     models = [_sendable(ray, model) for model, _ in cells]  # all checked before any task
     pending: dict[Any, tuple[Model, str, float]] = {}
     try:
@@ -204,6 +209,7 @@ def run_on_ray(cells: Sequence[tuple[Model, str]], run: Run, bar: tqdm,
             pending[task.remote(sent, model.base_dir, test, cell_run)] = (
                 model, test, time.monotonic())
         while pending:
+            reclaim_stop_signals()  # Ray's driver may set its SIGTERM handler again
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
             for ref in ready:
                 _land(ray, ref, pending.pop(ref), run, bar, results)

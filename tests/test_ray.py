@@ -250,9 +250,6 @@ def start_head(temp_dir: str, port: int, env: dict[str, str]) -> subprocess.Pope
     raise AssertionError(f"ray start --head exited with {head.wait()}")
 
 
-@pytest.mark.xfail(strict=False, reason="known: on this machine the driver, stopped by "
-                   "SIGTERM while it waits on a cluster from `ray start`, reports SIGINT (exit "
-                   "130, not 143); the report of the finished cells is still written")
 def test_a_cluster_from_ray_start_runs_the_cli_then_cannot_be_reached(one_job, tmp_path):
     pytest.importorskip("ray")
     models = faulty_models(tmp_path)
