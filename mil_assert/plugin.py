@@ -369,6 +369,33 @@ class ComplianceSession:
         return (f"mil-assert: models {', '.join(m.name for m in suite.models)}; "
                 f"{settings(suite)}")
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        """In a pytest-xdist worker, compliance cells go first, the longest first
+        (:mod:`mil_assert.costs`; other tests follow in their order): xdist's default
+        ``load`` scheduling sends items in collection order, so no worker is left with a
+        long cell at the end while the others wait. Every worker computes the same order
+        (the estimate is a fixed table), as xdist requires; for ``load`` the longest are
+        dealt round robin over the workers' first chunks. Results are reported in the
+        usual order whatever the order the cells ran in. A run without xdist keeps the
+        collection order."""
+        workerinput = getattr(config, "workerinput", None)
+        if workerinput is None or not any(cell_of(item) for item in items):
+            return
+        from mil_assert.costs import spec_cost, xdist_load_order
+
+        def cost(item: pytest.Item) -> float:
+            if (cell := cell_of(item)) is None:
+                return 0.0
+            return spec_cost(item.callspec.params[MODEL_ARG], cell[1])
+
+        costs = [cost(item) for item in items]
+        load = getattr(config.option, "dist", "load") == "load"
+        workers = int(workerinput.get("workercount", 1)) if load else 1
+        order = xdist_load_order(costs, workers, getattr(config.option, "maxschedchunk", None))
+        items[:] = [items[i] for i in order]
+
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         cells = [cell for item in session.items if (cell := cell_of(item)) is not None]
         self.suite.cells = cells if cells or self.suite.cells is None else self.suite.cells

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mil_assert.cells import Model, Run, error_cell, guarded_cell, load_models
+from mil_assert.costs import longest_first, spec_cost
 from mil_assert.harness import resolve_device
 from mil_assert.interrupts import signal_of, signals_interrupt
 from mil_assert.isolation import CellWorker, sendable
@@ -81,10 +82,21 @@ def run_cell_list(cells: Sequence[tuple[Model, str]], run: Run, jobs: int = 1,
             else:
                 _run_in_workers(cells, run, jobs, bar, results)
         except KeyboardInterrupt as interrupt:
-            return CellsOutcome(results, True, len(cells), signal_of(interrupt))
+            return CellsOutcome(in_given_order(results, cells), True, len(cells),
+                                signal_of(interrupt))
         finally:
             bar.close()
-    return CellsOutcome(results, False, len(cells))
+    return CellsOutcome(in_given_order(results, cells), False, len(cells))
+
+
+def in_given_order(results: list[CellResult],
+                   cells: Sequence[tuple[Model, str]]) -> list[CellResult]:
+    """``results`` in the order of ``cells`` (model-major, tests in order for
+    :func:`run_cells`), whatever the order the cells ran and finished in."""
+    rank: dict[tuple[str, str], int] = {}
+    for i, (model, test) in enumerate(cells):
+        rank.setdefault((model.spec.name, test), i)
+    return sorted(results, key=lambda r: rank.get((r.model, r.test), len(rank)))
 
 
 def _run_in_one_worker(cells: list[tuple[Model, str]], run: Run, bar: tqdm,
@@ -141,7 +153,9 @@ def _advance_to(bar: tqdm, position: float) -> None:
 
 def _run_in_workers(cells: list[tuple[Model, str]], run: Run, jobs: int, bar: tqdm,
                     results: list[CellResult]) -> None:
-    """The cells in ``jobs`` worker processes, each taking the next cell when it is free."""
+    """The cells in ``jobs`` worker processes, each taking the next cell when it is free:
+    the longest first (:mod:`mil_assert.costs`), so that no worker is left with a long
+    cell while the others are done."""
     for model, _ in cells:
         if not sendable(model.ref):
             raise ValueError(f"jobs > 1 sends each model to a worker process, and model "
@@ -151,7 +165,7 @@ def _run_in_workers(cells: list[tuple[Model, str]], run: Run, jobs: int, bar: tq
     count = min(jobs, len(cells))
     threads = max(1, (os.cpu_count() or 1) // count)
     workers = [CellWorker(threads, run.device, number) for number in range(count)]
-    waiting = deque(cells)
+    waiting = deque(longest_first(cells, lambda cell: spec_cost(cell[0].spec, cell[1])))
     try:
         for worker in workers:
             worker.submit(*waiting.popleft(), run)
