@@ -88,9 +88,11 @@ SPEC = ModelSpec(
         "single_concept": Expected("pass", "max of instance scores cannot use the poison: "
                                    "validation AUC 0.86-0.92, test AUC 0.84-0.94 on 5 of 5 "
                                    "seeds"),
-        "threshold_poisoned": Expected("pass", "learns part of the rule from either concept "
-                                       "and keeps it: test AUC 0.67-0.84 on 5 seeds (4 kept, "
-                                       "1 unlearned)"),
+        "threshold_poisoned": Expected("inconclusive", "one max-pooled score cannot express "
+                                       "'A and B': it learns one concept's part of the rule "
+                                       "and keeps it, validation AUC 0.69-0.84, no higher than "
+                                       "a rule of one concept (0.82): 3 partial, 2 unlearned "
+                                       "on 5 seeds"),
         "false_frequency": Expected("inconclusive", "one max-pooled score cannot express 'A "
                                     "and B': validation AUC 0.50-0.75 on 5 of 5 seeds"),
         "label_swap": Expected("pass", "set-monotone, cannot learn absence: held-out AUC "
