@@ -24,6 +24,7 @@ _PUBLIC = {
     "ModelSpec": "mil_assert.registry",
     "Expected": "mil_assert.registry",
     "Budget": "mil_assert.defaults",
+    "MembersAxis": "mil_assert.stacking",
 }
 
 __all__ = ["__version__", *_PUBLIC]

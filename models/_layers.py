@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from mil_assert.stacking import MembersAxis
+from mil_assert import MembersAxis
 
 
 class BagConstant(MembersAxis, nn.Module):

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
+from mil_assert import Expected, ModelSpec
 from mil_assert.models.gated_abmil import GatedAttention
-from mil_assert.registry import Expected, ModelSpec
 
 
 class AEM(nn.Module):

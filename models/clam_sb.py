@@ -27,9 +27,9 @@ import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
+from mil_assert import Expected, ModelSpec
 from mil_assert.models._pooling import masked_softmax
 from mil_assert.models.gated_abmil import GatedAttention
-from mil_assert.registry import Expected, ModelSpec
 
 
 class CLAMSB(nn.Module):

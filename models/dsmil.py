@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
+from mil_assert import Expected, ModelSpec
 from mil_assert.models._pooling import masked_max, masked_softmax
-from mil_assert.registry import Expected, ModelSpec
 
 
 class DSMIL(nn.Module):

@@ -36,9 +36,9 @@ import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
+from mil_assert import Expected, ModelSpec
 from mil_assert.models._draws import instance_normal
 from mil_assert.models._pooling import masked_max
-from mil_assert.registry import Expected, ModelSpec
 
 
 class FocusMIL(nn.Module):

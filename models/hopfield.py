@@ -22,9 +22,9 @@ import math
 import torch
 from torch import nn
 
+from mil_assert import Expected, ModelSpec
 from mil_assert.models._layers import BagConstant
 from mil_assert.models._pooling import masked_softmax
-from mil_assert.registry import Expected, ModelSpec
 
 
 class HopfieldPooling(nn.Module):

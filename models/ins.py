@@ -71,8 +71,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mil_assert import Expected, ModelSpec
 from mil_assert.models._draws import instance_normal
-from mil_assert.registry import Expected, ModelSpec
 
 
 class InstanceNet(nn.Module):

@@ -63,51 +63,111 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mil_assert import Expected, MembersAxis, ModelSpec
 from mil_assert.models._draws import instance_dropout
 from mil_assert.models._pooling import masked_softmax
 from mil_assert.models.rrt_mil import real_first
-from mil_assert.registry import Expected, ModelSpec
-from mil_assert.stacking import MembersAxis
+
+
+def _pairs(L: int, stride: int, first: int, reverse: bool) -> tuple[slice, slice] | None:
+    """The receivers ``first, first + 2 stride, ... < L`` of one round of the scan and their
+    providers ``stride`` positions before them, as slices of the sequence axis; mirrored
+    (``L - 1 - i``, providers after them) for a reverse scan; ``None`` when there is none."""
+    count = len(range(first, L, 2 * stride))
+    if count == 0:
+        return None
+    span = 2 * stride * (count - 1) + 1
+    if not reverse:
+        return slice(first, first + span, 2 * stride), slice(first - stride, first - stride + span,
+                                                               2 * stride)
+    last = L - 1 - (first + 2 * stride * (count - 1))
+    return slice(last, last + span, 2 * stride), slice(last + stride, last + stride + span,
+                                                         2 * stride)
+
+
+def linear_scan_(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """The linear recurrence ``b_t <- a_t b_{t-1} + b_t`` along axis 0 (``reverse``:
+    ``b_t <- a_t b_{t+1} + b_t``), in place on ``b``, as a log-depth parallel scan.
+
+    Composing ``x -> a x + b`` maps is associative, so the prefix compositions come out of
+    a Brent-Kung scan: about ``2 log2 L`` rounds, each one element-wise multiply-add over
+    strided views of all positions at once (up-sweep: each block of ``2 s`` positions
+    composes its halves; down-sweep: the remaining positions take the prefix before them),
+    instead of ``L`` dependent steps. ``a`` is overwritten (with partial products) at the
+    receiving positions; ``a`` at the first position (the last for ``reverse``) is never read
+    for the result, but must be finite.
+    """
+    L = b.shape[0]
+    stride = 1
+    while stride < L:  # up-sweep: position i = 2 s k + 2 s - 1 composes (i - s, i]
+        pair = _pairs(L, stride, 2 * stride - 1, reverse)
+        if pair is not None:
+            receivers, providers = pair
+            b[receivers].addcmul_(a[receivers], b[providers])
+            a[receivers].mul_(a[providers])
+        stride *= 2
+    stride //= 2
+    while stride >= 1:  # down-sweep: position 2 s k + 3 s - 1 takes the full prefix at - s
+        pair = _pairs(L, stride, 3 * stride - 1, reverse)
+        if pair is not None:
+            receivers, providers = pair
+            b[receivers].addcmul_(a[receivers], b[providers])
+        stride //= 2
+    return b
 
 
 class _SelectiveScan(torch.autograd.Function):
-    """The scan's states and readout with a hand-written backward (the reverse
-    recurrence), position-major: ``delta, u [L, b, d]``, ``A [b, d, n]``, ``B, C [L, b,
-    n]`` -> ``sum_n C_t h_t`` ``[L, b, d]``. It keeps the ``[L, b, d, n]`` decays and
-    states once instead of autograd's several copies, and steps with one in-place
-    multiply-add per position."""
+    """The scan's states and readout with a hand-written backward, position-major: ``delta,
+    u [L, b, d]``, ``A [b, d, n]``, ``B, C [L, b, n]`` -> ``sum_n C_t h_t`` ``[L, b, d]``.
+
+    Both directions are :func:`linear_scan_` over the ``[L, b, d, n]`` states (forward:
+    ``h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t``; backward: the state gradients
+    ``g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}``). It keeps the states only: the
+    backward recomputes the decays, and takes the gradient of each decay's exponent as
+    ``g_t (h_t - delta_t u_t B_t)``, which is ``g_t exp(delta_t A) h_{t-1}``. Products with
+    one free axis run as batched vector-matrix products or sums over the contiguous axis
+    (``torch.einsum`` would copy a permuted ``[L, b, d, n]`` for three of them).
+    """
 
     @staticmethod
     def forward(ctx, delta: torch.Tensor, u: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                 C: torch.Tensor) -> torch.Tensor:
-        decay = torch.exp(delta[..., None] * A)  # [L, b, d, n]
+        L, b, d = delta.shape
+        n = A.shape[-1]
+        decay = torch.mul(delta[..., None], A).exp_()  # [L, b, d, n]
         states = (delta * u)[..., None] * B[:, :, None, :]  # the pushes, then the states
-        for t in range(1, states.shape[0]):
-            states[t].addcmul_(decay[t], states[t - 1])
-        ctx.save_for_backward(delta, u, A, B, C, decay, states)
-        return torch.einsum("lbdn,lbn->lbd", states, C)
+        linear_scan_(decay, states)
+        ctx.save_for_backward(delta, u, A, B, C, states)
+        return torch.bmm(states.view(L * b, d, n), C.reshape(L * b, n, 1)).view(L, b, d)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        delta, u, A, B, C, decay, states = ctx.saved_tensors
-        grad_states = grad_y[..., None] * C[:, :, None, :]  # then through later positions
-        for t in range(grad_states.shape[0] - 2, -1, -1):
-            grad_states[t].addcmul_(decay[t + 1], grad_states[t + 1])
-        grad_C = torch.einsum("lbdn,lbd->lbn", states, grad_y)
-        grad_push = torch.einsum("lbdn,lbn->lbd", grad_states, B)  # d loss / d (delta u)
-        grad_B = torch.einsum("lbdn,lbd->lbn", grad_states, delta * u)
-        # d loss / d (delta A): the gradient of each decay times the decay itself.
-        grad_exponent = torch.zeros_like(states)
-        torch.mul(grad_states[1:], states[:-1], out=grad_exponent[1:])
-        grad_exponent.mul_(decay)
-        grad_delta = grad_push * u + torch.einsum("lbdn,bdn->lbd", grad_exponent, A)
-        grad_A = torch.einsum("lbdn,lbd->bdn", grad_exponent, delta)
+        delta, u, A, B, C, states = ctx.saved_tensors
+        L, b, d, n = states.shape
+        grad_y, push = grad_y.contiguous(), delta * u
+        # g_t = C_t dy_t + decay_{t+1} g_{t+1}: decay_{t+1} sits at t in decays[1:].
+        decays = states.new_empty(L + 1, b, d, n)
+        torch.mul(delta[..., None], A, out=decays[:L]).exp_()
+        decays[L].zero_()
+        grad_states = grad_y[..., None] * C[:, :, None, :]
+        linear_scan_(decays[1:], grad_states, reverse=True)
+        flat_states, flat_grad = states.view(L * b, d, n), grad_states.view(L * b, d, n)
+        grad_C = torch.bmm(grad_y.reshape(L * b, 1, d), flat_states).view(L, b, n)
+        grad_push = torch.bmm(flat_grad, B.reshape(L * b, n, 1)).view(L, b, d)
+        grad_B = torch.bmm(push.view(L * b, 1, d), flat_grad).view(L, b, n)
+        # d loss / d (delta A) = g_t decay_t h_{t-1} = g_t (h_t - push_t B_t).
+        grad_exponent = torch.addcmul(states, push[..., None], B[:, :, None, :], value=-1)
+        grad_exponent.mul_(grad_states)
+        grad_A = torch.zeros_like(A)
+        for t in range(L):
+            grad_A.addcmul_(grad_exponent[t], delta[t, :, :, None])
+        grad_delta = grad_push * u + grad_exponent.mul_(A).sum(-1)
         return grad_delta, grad_push * delta, grad_A, grad_B, grad_C
 
 
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                    C: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """The selective state-space recurrence, one step per position.
+    """The selective state-space recurrence, as a parallel scan over the positions.
 
     ``u, delta [b, L, d]``, ``A [d, n]`` (or ``[b, d, n]``), ``B, C [b, L, n]``, ``D [d]``
     (or ``[b, 1, d]``) -> ``y [b, L, d]``: ``h_t = exp(delta_t A) h_{t-1} + delta_t B_t

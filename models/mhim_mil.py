@@ -60,9 +60,9 @@ import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits, log_softmax, softmax
 
+from mil_assert import Expected, ModelSpec
 from mil_assert.models._draws import instance_dropout, instance_uniform
 from mil_assert.models._pooling import masked_softmax
-from mil_assert.registry import Expected, ModelSpec
 
 
 class AttentionBase(nn.Module):

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mil_assert import Expected, ModelSpec
 from mil_assert.models._pooling import masked_max
-from mil_assert.registry import Expected, ModelSpec
 
 
 class MiNet(nn.Module):

@@ -52,9 +52,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mil_assert import Expected, ModelSpec
 from mil_assert.models._draws import instance_dropout, instance_uniform
 from mil_assert.models._pooling import masked_softmax
-from mil_assert.registry import Expected, ModelSpec
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25,

@@ -60,9 +60,9 @@ import math
 import torch
 from torch import nn
 
+from mil_assert import Expected, ModelSpec
 from mil_assert.models._draws import instance_dropout
 from mil_assert.models._pooling import masked_softmax
-from mil_assert.registry import Expected, ModelSpec
 
 
 def real_first(X: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

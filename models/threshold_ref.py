@@ -44,8 +44,7 @@ import math
 import torch
 from torch import nn
 
-from mil_assert.registry import Expected, ModelSpec
-from mil_assert.stacking import MembersAxis
+from mil_assert import Expected, MembersAxis, ModelSpec
 
 SKETCH_DIM = 16
 """Inputs of the MLP; wider instances are sketched down to it (see the module docstring)."""

@@ -40,9 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mil_assert import Expected, MembersAxis, ModelSpec
 from mil_assert.models._layers import BagConstant
-from mil_assert.registry import Expected, ModelSpec
-from mil_assert.stacking import MembersAxis
 
 
 def _softmax_(scores: torch.Tensor, blocked: torch.Tensor,
@@ -82,11 +81,12 @@ def _pinv_forward(A: torch.Tensor, iterations: int,
     norms = norm_inf * norm_1
     Z = A.transpose(-1, -2) / norms[:, None, None]
     saved = [A, row, col, norm_inf, norm_1, norms]
+    eye_7, eye_15, eye_13 = 7 * eye, 15 * eye, 13 * eye
     for _ in range(iterations):
         AZ = torch.bmm(A, Z)
-        first = 7 * eye - AZ
-        inner = torch.baddbmm(15 * eye, AZ, first, alpha=-1)
-        outer = torch.baddbmm(13 * eye, AZ, inner, alpha=-1)
+        first = eye_7 - AZ
+        inner = torch.baddbmm(eye_15, AZ, first, alpha=-1)
+        outer = torch.baddbmm(eye_13, AZ, inner, alpha=-1)
         saved += [Z, AZ, first, inner, outer]
         Z = torch.bmm(Z, outer) * 0.25
     return Z, saved
