@@ -46,6 +46,48 @@ def progress(epoch: int, step: int, epochs: int = 4, steps_per_epoch: int = 3):
                             steps_per_epoch=steps_per_epoch)
 
 
+def bce_by_hand(logit: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``-log sigmoid(logit)`` for ``y = 1``, ``-log(1 - sigmoid(logit))`` for ``y = 0``."""
+    p = 1 / (1 + torch.exp(-logit))
+    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+
+
+def linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return x @ layer.weight.T + (0 if layer.bias is None else layer.bias)
+
+
+def gated_scores(value, gate, score, h: torch.Tensor) -> torch.Tensor:
+    """``w^T (tanh(V h) * sigmoid(U h)) + b`` from the layers' weights: ``[n, outputs]``."""
+    return linear(score, torch.tanh(linear(value, h)) * torch.sigmoid(linear(gate, h)))
+
+
+def acmil_loss_by_hand(model: ACMIL, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """ACMIL's loss of one unpadded bag ``x [n, D]`` in evaluation mode (no masking), from
+    its parameters: slide BCE + mean branch BCE + mean pairwise cosine of the attention."""
+    h = torch.relu(x @ model.embed[0].weight.T)  # no bias
+    attention = model.attention
+    s = gated_scores(attention.value[0], attention.gate[0], attention.score, h)  # [n, K]
+    a = torch.exp(s - s.max(0).values) / torch.exp(s - s.max(0).values).sum(0)  # per branch
+    K = a.shape[1]
+    branch = [bce_by_hand(model.branch_heads.weight[k] @ (a[:, k] @ h)
+                          + model.branch_heads.bias[k], y) for k in range(K)]
+    slide = model.slide_head.weight[0] @ (a.mean(1) @ h) + model.slide_head.bias[0]
+    cosines = [a[:, i] @ a[:, j] / (a[:, i].norm() * a[:, j].norm())
+               for i in range(K) for j in range(i + 1, K)]
+    return bce_by_hand(slide, y) + sum(branch) / K + sum(cosines) / len(cosines)
+
+
+def aem_loss_by_hand(model: AEM, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """AEM's loss of one unpadded bag ``x [n, D]`` from its parameters: BCE on the
+    attention-pooled logit + 0.1 x sum_j a_j log a_j."""
+    h = torch.relu(x @ model.embed[0].weight.T)  # no bias
+    attention = model.attention
+    s = gated_scores(attention.value[0], attention.gate[0], attention.score, h)[:, 0]
+    a = torch.exp(s - s.max()) / torch.exp(s - s.max()).sum()
+    logit = model.head.weight[0] @ (a @ h) + model.head.bias[0]
+    return bce_by_hand(logit, y) + 0.1 * (a * torch.log(a)).sum()
+
+
 def test_recent_systems_stay_out_of_the_default_run():
     specs = builtin_models()
     for name in RECENT:
@@ -121,11 +163,8 @@ class TestACMIL:
         assert model.diversity(apart).item() == pytest.approx(0.0)
         X, mask = batch([5, 7])
         y = torch.tensor([0.0, 1.0])
-        slide, branches, a = model.branches(X, mask)
-        bce = torch.nn.functional.binary_cross_entropy_with_logits
-        expected = (bce(slide, y, reduction="none")
-                    + bce(branches, y[:, None].expand(-1, 2), reduction="none").mean(1)
-                    + model.diversity(a))
+        expected = torch.stack([acmil_loss_by_hand(model, X[b, mask[b]], y[b])
+                                for b in range(2)])
         torch.testing.assert_close(model.loss(X, mask, y), expected)
 
 
@@ -212,11 +251,7 @@ class TestAEM:
         model = AEM(DIM, width=16, attention_width=8)
         X, mask = batch([3, 7], width=9)
         y = torch.tensor([0.0, 1.0])
-        logits, log_a = model.attend(X, mask)
-        a = log_a.exp() * mask
-        expected = (torch.nn.functional.binary_cross_entropy_with_logits(logits, y,
-                                                                         reduction="none")
-                    + 0.1 * (a * torch.where(mask, log_a, 0.0)).sum(1))
+        expected = torch.stack([aem_loss_by_hand(model, X[b, mask[b]], y[b]) for b in range(2)])
         torch.testing.assert_close(model.loss(X, mask, y), expected)
 
     def test_a_gradient_step_on_the_term_spreads_the_attention(self):
