@@ -285,3 +285,52 @@ def test_method_text_states_the_rule_of_each_kind_of_test_it_reports():
     assert "held-out AUC exceeds 0.6" in method and "capacity control" in method
     report["results"] = [r for r in report["results"] if r["test"] != "label_swap"]
     assert "held-out AUC" not in render(report, "method")
+
+
+# --- exit status precedence: a model that learned nothing beside an undeclared violation ---
+
+BOTH = "tests/toy_models.py:constant,tests/toy_models.py:shortcut_undeclared"
+VIOLATION = ("MIL violation: shortcut_undeclared on single_concept: a shortcut ranks the "
+             "shifted test bags wrongly of 2 seeds: 2 inverted")
+NOTHING = ("learned nothing: constant: the model learned none of the training distributions: "
+           "check that it trains")
+
+
+@pytest.mark.parametrize(("models", "status"), [
+    (BOTH, 6),  # 6 outranks 1: the run cannot be trusted while a model learned nothing
+    ("tests/toy_models.py:shortcut_undeclared", 1),
+    ("tests/toy_models.py:constant", 6),
+], ids=["both", "violation", "learned_nothing"])
+def test_check_exit_status_learned_nothing_over_a_violation(capsys, monkeypatch, models,
+                                                             status):
+    monkeypatch.chdir(REPO)
+    code = main(["check", models, "--tests", "single_concept", "--seeds", "2", "--device",
+                 "cpu", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == status
+    lines = {BOTH: [VIOLATION, NOTHING], "tests/toy_models.py:constant": [NOTHING]}
+    assert [line.removeprefix("FAILED ") for line in out.splitlines()
+            if line.startswith("FAILED ")] == lines.get(models, [VIOLATION])
+
+
+def test_the_api_reports_both_failures_and_the_model_that_learned_nothing(monkeypatch):
+    import mil_assert
+
+    monkeypatch.chdir(REPO)
+    report = mil_assert.check(BOTH, tests="single_concept", seeds=2, device="cpu",
+                              progress=False)
+    assert not report.passed and report.untrained == ["constant"]
+    assert report.failures == [VIOLATION, NOTHING]
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_pytest_exit_status_learned_nothing_over_a_violation(xdist):
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", str(REPO / "mil_assert" / "compliance.py"),
+         "-p", "no:cacheprovider", "--mil-seeds=2", "--mil-device=cpu", f"--mil-model={BOTH}",
+         "-k", "single_concept", *xdist],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert run.returncode == 6, run.stdout + run.stderr
+    assert "1 failed, 1 skipped" in run.stdout  # the violation fails, constant's cell skips
+    assert f"FAILED {NOTHING}" in run.stdout

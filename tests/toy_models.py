@@ -277,3 +277,18 @@ one_concept = ModelSpec(name="one_concept", factory=OneConceptMax,
 """Judged on the default 500 validation bags, so each seed's AUC has the precision the
 verdict rule's thresholds assume; training is one epoch of 32 bags (only the affine map
 trains)."""
+
+
+class Constant(nn.Module):
+    """Learns nothing: every bag's logit is 0 (one unused parameter, so it "trains")."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(()))
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return X.new_zeros(X.shape[0]) + 0.0 * self.unused
+
+
+constant = ModelSpec(name="constant", factory=Constant, budget=TINY_BUDGET)
+"""Every cell inconclusive, every seed unlearned: the gate's "learned nothing" (exit 6)."""
