@@ -120,10 +120,15 @@ class CellResult:
 
 
 LEARNED_NOTHING_STATUS = 6
-"""Exit status of pytest (plugin, decorator) and ``mil-assert check`` when a model learned
-nothing (:func:`untrained_models`), also when other cells fail; an interrupt or a usage
-error keeps its own status. Distinct from pytest's own statuses (0-5) and from
-``check``'s (0, 1, 2, 130)."""
+"""Exit status of pytest (plugin, decorator; serial or ``-n``) and ``mil-assert check``
+when a model learned nothing (:func:`untrained_models`). It outranks the gate's 1: a run
+where other cells fail too (an undeclared violation, an ``error`` cell, a broken
+declaration) still exits 6, and lists every failure. An interrupt keeps its own status
+(``check``: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; pytest: 2, 143, 129), and bad input
+stops the run before any training (``check``: 2; pytest: 4). Distinct from pytest's own
+statuses (0-5) and from ``check``'s others (0 passed, 1 gate failed, 2 bad input, 128 +
+the signal's number when interrupted). The API has no exit status: its report's
+``untrained`` names the models, ``failures`` lists every failing line."""
 
 
 def untrained_models(results: Sequence[CellResult]) -> list[str]:
