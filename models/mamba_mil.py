@@ -33,8 +33,10 @@ Faithful:
   S4D-real initialisation of ``A``, ``D = 1``, and the authors' final initialisation pass
   (Xavier-normal on every Linear, zero biases, which also resets the step projection's
   bias; the convolutions keep ``nn.Conv1d``'s initialisation);
-- the selective scan as the plain recurrence, one step per instance (a hand-written
-  backward, checked against autograd on the naive loop in tests/test_sequence_systems.py).
+- the selective scan's recurrence (the plain one, not the authors' fused CUDA kernel),
+  computed as a log-depth parallel scan over the instances with a hand-written backward;
+  tests/test_sequence_systems.py checks values and gradients against autograd on the
+  step-by-step loop.
 
 Simplified or changed:
 - width 32 by default (the authors: 512; at 512 a training step here took 1.13 s of CPU,
@@ -116,17 +118,27 @@ def linear_scan_(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> tor
     return b
 
 
+def _contract_last(states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_n states[..., n] weights[..., n]``: ``[L, b, d, n], [L, b, n] -> [L, b, d]``, as
+    batched vector-matrix products (3-4 times faster on a CPU than matrix-vector ones)."""
+    L, b, d, n = states.shape
+    return torch.bmm(weights.reshape(L * b, 1, n), states.view(L * b, d, n).mT).view(L, b, d)
+
+
 class _SelectiveScan(torch.autograd.Function):
     """The scan's states and readout with a hand-written backward, position-major: ``delta,
     u [L, b, d]``, ``A [b, d, n]``, ``B, C [L, b, n]`` -> ``sum_n C_t h_t`` ``[L, b, d]``.
 
     Both directions are :func:`linear_scan_` over the ``[L, b, d, n]`` states (forward:
     ``h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t``; backward: the state gradients
-    ``g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}``). It keeps the states only: the
-    backward recomputes the decays, and takes the gradient of each decay's exponent as
-    ``g_t (h_t - delta_t u_t B_t)``, which is ``g_t exp(delta_t A) h_{t-1}``. Products with
-    one free axis run as batched vector-matrix products or sums over the contiguous axis
-    (``torch.einsum`` would copy a permuted ``[L, b, d, n]`` for three of them).
+    ``g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}``). On a CPU the time goes to passes over
+    ``[L, b, d, n]`` tensors and to the memory they take, so there are three of them: the
+    states, their gradients, and one buffer that holds the decays (overwritten by the forward
+    scan, computed again for the backward one) and then the gradient of their exponents,
+    taken as ``g_t (h_t - delta_t u_t B_t)``, which is ``g_t exp(delta_t A) h_{t-1}``.
+    Contractions run as batched vector-matrix products (``torch.einsum`` copies a permuted
+    ``[L, b, d, n]`` for some, and matrix-vector products are 3-4 times slower), and ``A``'s
+    gradient as a sum over the positions, one multiply-add each.
     """
 
     @staticmethod
@@ -134,30 +146,33 @@ class _SelectiveScan(torch.autograd.Function):
                 C: torch.Tensor) -> torch.Tensor:
         L, b, d = delta.shape
         n = A.shape[-1]
-        decay = torch.mul(delta[..., None], A).exp_()  # [L, b, d, n]
+        # The decays, with one spare position: the backward reuses the buffer.
+        decays = delta.new_empty(L + 1, b, d, n)
+        torch.mul(delta[..., None], A, out=decays[:L]).exp_()
         states = (delta * u)[..., None] * B[:, :, None, :]  # the pushes, then the states
-        linear_scan_(decay, states)
-        ctx.save_for_backward(delta, u, A, B, C, states)
-        return torch.bmm(states.view(L * b, d, n), C.reshape(L * b, n, 1)).view(L, b, d)
+        linear_scan_(decays[:L], states)
+        ctx.save_for_backward(delta, u, A, B, C, states, decays)
+        return _contract_last(states, C)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        delta, u, A, B, C, states = ctx.saved_tensors
+        delta, u, A, B, C, states, decays = ctx.saved_tensors
         L, b, d, n = states.shape
         grad_y, push = grad_y.contiguous(), delta * u
-        # g_t = C_t dy_t + decay_{t+1} g_{t+1}: decay_{t+1} sits at t in decays[1:].
-        decays = states.new_empty(L + 1, b, d, n)
+        # g_t = C_t dy_t + decay_{t+1} g_{t+1}: decay_{t+1} sits at t in decays[1:] (the
+        # forward scan overwrote some of them: computed again).
         torch.mul(delta[..., None], A, out=decays[:L]).exp_()
         decays[L].zero_()
         grad_states = grad_y[..., None] * C[:, :, None, :]
         linear_scan_(decays[1:], grad_states, reverse=True)
         flat_states, flat_grad = states.view(L * b, d, n), grad_states.view(L * b, d, n)
         grad_C = torch.bmm(grad_y.reshape(L * b, 1, d), flat_states).view(L, b, n)
-        grad_push = torch.bmm(flat_grad, B.reshape(L * b, n, 1)).view(L, b, d)
+        grad_push = _contract_last(grad_states, B)
         grad_B = torch.bmm(push.view(L * b, 1, d), flat_grad).view(L, b, n)
-        # d loss / d (delta A) = g_t decay_t h_{t-1} = g_t (h_t - push_t B_t).
-        grad_exponent = torch.addcmul(states, push[..., None], B[:, :, None, :], value=-1)
-        grad_exponent.mul_(grad_states)
+        # d loss / d (delta A) = g_t decay_t h_{t-1} = g_t (h_t - push_t B_t), in the
+        # decays' buffer, which the reverse scan left spent.
+        grad_exponent = torch.addcmul(states, push[..., None], B[:, :, None, :], value=-1,
+                                      out=decays[:L]).mul_(grad_states)
         grad_A = torch.zeros_like(A)
         for t in range(L):
             grad_A.addcmul_(grad_exponent[t], delta[t, :, :, None])
