@@ -17,10 +17,14 @@ neither way (a spec holding a lambda, say) runs in the calling process, unguarde
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import multiprocessing
 import os
 import pickle
+import pickletools
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -84,8 +88,8 @@ class CellWorker:
         if self.process is None or not self.process.is_alive():
             self.start()
         self.cell, self.trained, self.started = (model, test, run), 0.0, time.monotonic()
-        self.connection.send((user_model_files(),
-                              pickle.dumps((model.ref, str(model.base_dir), test, run))))
+        cell = pickle.dumps((model.ref, str(model.base_dir), test, run))
+        self.connection.send((user_model_files(), packages_of(cell, model.ref), cell))
 
     def receive(self, progress: Callable[[float], None] | None,
                 note: Callable[[str], None] | None) -> CellResult | None:
@@ -179,9 +183,10 @@ def _serve(connection: Connection, threads: int, device_name: str, number: int |
             break
         if message is None:
             break
-        files, cell = message
+        files, packages, cell = message
         try:
             import_model_files(files)
+            import_packages(packages)
             ref, base_dir, test, run = pickle.loads(cell)
         except Exception as error:  # noqa: BLE001 - the caller waits for a result
             connection.send(("failed", f"{type(error).__name__}: {error}"))
@@ -189,6 +194,52 @@ def _serve(connection: Connection, threads: int, device_name: str, number: int |
         _serve_cell(connection, ref, base_dir, test, run, device)
     connection.close()
     os._exit(0)  # no interpreter teardown: a model's atexit hooks cannot change anything
+
+
+def packages_of(cell: bytes, ref: Any) -> dict[str, tuple[str | None, list[str] | None]]:
+    """Where this process found the top-level modules the cell names (in the pickled
+    classes and functions, or in a ``pkg.module:factory`` reference): ``{name: (file,
+    package search path)}``. A worker started here may find another module of the same
+    name first on its path (a repository's ``models/`` beside this one's, say); it
+    imports these from the same places first (:func:`import_packages`)."""
+    names, strings = set(), []
+    for opcode, argument, _ in pickletools.genops(cell):
+        if opcode.name == "GLOBAL":  # protocols 0-3: "module name"
+            names.add(str(argument).split(" ")[0])
+        elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:  # module, then name
+            names.add(strings[-2])
+        if isinstance(argument, str):
+            strings.append(argument)
+    if isinstance(ref, str) and ":" in ref and not ref.split(":")[0].endswith(".py"):
+        names.add(ref.split(":")[0].split("@")[0])
+    found = {}
+    for name in {name.split(".")[0] for name in names}:
+        module = sys.modules.get(name)
+        if module is None or name == "mil_assert" or name in sys.stdlib_module_names:
+            continue
+        path = getattr(module, "__path__", None)
+        file = getattr(module, "__file__", None)
+        if file is not None or path is not None:
+            found[name] = (file, None if path is None else list(path))
+    return found
+
+
+def import_packages(packages: dict[str, tuple[str | None, list[str] | None]]) -> None:
+    """In a worker: import each top-level module of :func:`packages_of` from where the
+    caller found it, unless one of that name is imported already."""
+    for name, (file, path) in packages.items():
+        if name in sys.modules:
+            continue
+        if file is None:  # a namespace package: only its search path
+            spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            spec.submodule_search_locations = list(path)
+        else:
+            spec = importlib.util.spec_from_file_location(name, file,
+                                                          submodule_search_locations=path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        if spec.loader is not None:
+            spec.loader.exec_module(module)
 
 
 def _end_with_parent(parent: int) -> None:
