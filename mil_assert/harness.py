@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from itertools import product
 
@@ -30,7 +30,7 @@ from torch import nn
 
 from mil_assert.adapters import BagLogits, adapt
 from mil_assert.contract import ContractOutcome, check_contract
-from mil_assert.defaults import Budget
+from mil_assert.defaults import Budget, restarts_for
 from mil_assert.metrics import SeedSummary, roc_auc
 from mil_assert.procedure import Procedure
 from mil_assert.registry import ModelSpec
@@ -136,10 +136,11 @@ class SeedBags:
                 self.y.flatten(0, 1).index_select(0, flat))
 
 
-def build_model(spec: ModelSpec, seed: int, dim: int) -> BagLogits:
-    """``spec``'s model with its initial weights drawn from ``seed``'s own stream, wrapped
-    so that it is called and read as ``spec`` says (:mod:`mil_assert.adapters`)."""
-    with seeded_global_rngs(seed, "model/init"):
+def build_model(spec: ModelSpec, seed: int, dim: int, restart: int = 0) -> BagLogits:
+    """``spec``'s model with its initial weights drawn from ``seed``'s own stream (restart
+    ``r > 0``: another stream of the seed), wrapped so that it is called and read as
+    ``spec`` says (:mod:`mil_assert.adapters`)."""
+    with seeded_global_rngs(seed, "model/init" if restart == 0 else f"model/init/{restart}"):
         model = spec.factory(dim)
     if not isinstance(model, nn.Module):
         raise TypeError(f"the factory of {spec.name!r} returned {type(model).__name__}, "
@@ -168,15 +169,17 @@ def seed_label(seeds: Sequence[int]) -> str:
 
 def plan_groups(
     spec: ModelSpec, seeds: Sequence[int], splits: list[Splits], dim: int,
-    budget: Budget, device: torch.device,
+    budget: Budget, device: torch.device, restarts: Sequence[int] | None = None,
 ) -> tuple[list[Group], str]:
     """Build every seed's model and stack them when the model allows it and the stacked
     model matches the seeds' own models (logits, and the ``loss`` hook's per-bag losses)
     on each seed's first training batch. Empties ``splits``: the groups hold the bags.
+    ``restarts``: each model's restart number (a seed may then appear once per restart).
 
     Returns the groups to train and how the seeds are trained, for the report.
     """
-    models = [build_model(spec, seed, dim).to(device) for seed in seeds]
+    models = [build_model(spec, seed, dim, restart).to(device) for seed, restart in
+              zip(seeds, restarts or [0] * len(seeds), strict=True)]
     how = "seed by seed: one seed"
     if not spec.stackable:
         how = "seed by seed: the model's spec sets stackable=False"
@@ -194,8 +197,10 @@ def plan_groups(
                    for i in range(len(seeds))]
             return [Group((seed,), model, *bags) for seed, model, bags in
                     zip(seeds, models, own, strict=True)], f"seed by seed: {reason}"
-        return ([Group(tuple(seeds), stacked, *parts)],
-                f"stacked: {len(seeds)} seeds as one model")
+        distinct = len(set(seeds))
+        what = (f"{len(seeds)} seeds" if distinct == len(seeds) else
+                f"{distinct} seeds x {len(seeds) // distinct} starts")
+        return [Group(tuple(seeds), stacked, *parts)], f"stacked: {what} as one model"
     return [Group((seed,), model, *_seed_bags([split], device))
             for seed, model, split in zip(seeds, models, splits, strict=True)], how
 
@@ -556,7 +561,10 @@ def run_cell(
     control_skipped: str | None = None
     try:
         cell_budget = budget.with_overrides(spec.budget)
-        deadline = cell_deadline(cell_budget, started, len(seeds), test.kind)
+        if "restarts" not in spec.budget and cell_budget.restarts == 1:
+            cell_budget = replace(cell_budget, restarts=restarts_for(regime.bag_size))
+        starts = cell_budget.restarts
+        deadline = cell_deadline(cell_budget, started, len(seeds) * starts, test.kind)
         dim = regime.instance_dim(dim)
         where = f"seed {seeds[0]}: "
         contract = contract_of(spec, seeds[0], dim)
@@ -591,7 +599,12 @@ def run_cell(
                                                n_eval=cell_budget.n_eval_bags, control=True)
                                for seed in seeds]
             where = f"{label}seed {seeds[0]}: "
-            groups, task_how = plan_groups(spec, seeds, task_splits, dim, cell_budget, device)
+            members = [seed for seed in seeds for _ in range(starts)]
+            groups, task_how = plan_groups(
+                spec, members, [split for split in task_splits for _ in range(starts)], dim,
+                cell_budget, device, [r for _ in seeds for r in range(starts)])
+            task_val: list[float] = []
+            task_test: list[float] = []
             how = how or task_how
             clock = clock or CellClock(len(tasks) * len(groups), cell_budget, progress, note,
                                        f"{spec.name} on {test.name}")
@@ -599,9 +612,8 @@ def run_cell(
                 where = f"{label}{group.label()}: "
                 outcome = train_group(group, cell_budget, clock, deadline)
                 if outcome.stopped is not None:
-                    done = control_aucs if label else val_aucs
                     raise TimeLimitReached(time_limit_message(
-                        cell_budget, deadline - started, seeds[:len(done)], group,
+                        cell_budget, deadline - started, seeds[:len(task_val) // starts], group,
                         outcome.stopped, [seed for later in groups[i + 1:] for seed in later.seeds],
                         label))
                 val, tst = outcome.val_aucs, outcome.test_aucs
@@ -611,12 +623,19 @@ def run_cell(
                         how += f"; {step}"
                         if note is not None:
                             note(f"{spec.name}: {step}")
-                if label:
-                    control_aucs += val
-                else:
-                    val_aucs += val
-                    test_aucs += tst
+                task_val += val
+                task_test += tst
             del groups
+            best = [max(range(i * starts, (i + 1) * starts), key=task_val.__getitem__)
+                    for i in range(len(seeds))]
+            if label:
+                control_aucs += [task_val[m] for m in best]
+            else:
+                val_aucs += [task_val[m] for m in best]
+                test_aucs += [task_test[m] for m in best]
+            if starts > 1:
+                how += (f"; {label}best of {starts} starts per seed on validation AUC (starts "
+                        f"{', '.join(str(m % starts) for m in best)})")
         if settled is not None:
             verdict, message = settled
             message += f"; capacity control skipped: {control_skipped}"

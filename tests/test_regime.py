@@ -147,3 +147,34 @@ def test_pytest_takes_own_bags_and_skips_the_other_tests(tmp_path):
     data = json.loads(report.read_text())
     assert [r["test"] for r in data["results"]] == ["single_concept"]
     assert data["regime"]["data"] == str(folder.resolve())
+
+
+def test_restarts_follow_the_bag_size():
+    from mil_assert.defaults import restarts_for
+
+    assert [restarts_for(n) for n in (None, 13, 100, 101, 500, 501, 2000)] == [1, 1, 1, 3, 3,
+                                                                                5, 5]
+
+
+def test_each_seed_keeps_its_best_start_on_validation_auc():
+    from mil_assert.defaults import Budget
+    from mil_assert.harness import run_cell
+    from mil_assert.registry import builtin_models
+
+    spec = builtin_models()["mi_net"]
+    one = run_cell(spec, TESTS["single_concept"], [0, 1],
+                   Budget(n_train_bags=64, n_eval_bags=64, epochs=3), 16, "cpu")
+    three = run_cell(spec, TESTS["single_concept"], [0, 1],
+                     Budget(n_train_bags=64, n_eval_bags=64, epochs=3, restarts=3), 16, "cpu")
+    assert three.training.startswith("stacked: 2 seeds x 3 starts as one model; best of 3 "
+                                     "starts per seed on validation AUC (starts ")
+    # start 0 is the one-start run's model: the best of three is at least as good
+    assert all(b >= a - 1e-6 for a, b in zip(one.val_auc.per_seed, three.val_auc.per_seed,
+                                             strict=True))
+
+
+def test_a_large_bag_size_trains_more_starts(tmp_path):
+    report = mil_assert.check("tests/toy_models.py:tiny_max", tests="single_concept",
+                              seeds=2, bag_size=150, progress=False)
+    [cell] = report.results
+    assert "best of 3 starts per seed on validation AUC" in cell.training
