@@ -17,6 +17,7 @@ neither way (a spec holding a lambda, say) runs in the calling process, unguarde
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.util
 import multiprocessing
@@ -27,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,10 @@ def sendable(ref: Any) -> bool:
     if isinstance(ref, str):
         return True
     try:
-        pickle.dumps(ref)
+        cell = pickle.dumps(ref)
     except Exception:  # noqa: BLE001 - any pickling failure means the same
         return False
-    return True
+    return "__main__" not in packages_of(cell, None, everything=True)
 
 
 class CellWorker:
@@ -75,7 +76,8 @@ class CellWorker:
         parent, child = context.Pipe()
         self.process = context.Process(target=_serve, daemon=True,
                                        args=(child, self.threads, self.device, self.number))
-        self.process.start()
+        with _main_script_hidden():
+            self.process.start()
         child.close()
         self.connection = parent
 
@@ -196,26 +198,54 @@ def _serve(connection: Connection, threads: int, device_name: str, number: int |
     os._exit(0)  # no interpreter teardown: a model's atexit hooks cannot change anything
 
 
-def packages_of(cell: bytes, ref: Any) -> dict[str, tuple[str | None, list[str] | None]]:
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """While a worker starts, hide the caller's script from multiprocessing, which would
+    otherwise run it again in the worker (a script calling ``mil_assert.check`` without
+    an ``if __name__ == "__main__":`` guard would start workers without end). A model
+    defined in the script itself is not sent to a worker (:func:`sendable`)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    hide = main is not None and path is not None and getattr(main, "__spec__", None) is None
+    if hide:
+        del main.__file__
+    try:
+        yield
+    finally:
+        if hide:
+            main.__file__ = path
+
+
+def packages_of(cell: bytes, ref: Any, everything: bool = False,
+                ) -> dict[str, tuple[str | None, list[str] | None]]:
     """Where this process found the top-level modules the cell names (in the pickled
     classes and functions, or in a ``pkg.module:factory`` reference): ``{name: (file,
     package search path)}``. A worker started here may find another module of the same
     name first on its path (a repository's ``models/`` beside this one's, say); it
-    imports these from the same places first (:func:`import_packages`)."""
-    names, strings = set(), []
+    imports these from the same places first (:func:`import_packages`). ``everything``:
+    also name ``__main__`` when the cell refers to it."""
+    names: set[str] = set()
+    pushed: list[object] = []  # what each opcode pushed, memo lookups resolved
+    memo: list[object] = []
     for opcode, argument, _ in pickletools.genops(cell):
         if opcode.name == "GLOBAL":  # protocols 0-3: "module name"
             names.add(str(argument).split(" ")[0])
-        elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:  # module, then name
-            names.add(strings[-2])
-        if isinstance(argument, str):
-            strings.append(argument)
+        elif opcode.name == "STACK_GLOBAL" and len(pushed) >= 2:  # module, then name
+            names.add(str(pushed[-2]))
+        if opcode.name == "MEMOIZE":
+            memo.append(pushed[-1] if pushed else None)
+        elif opcode.name in ("BINGET", "LONG_BINGET") and argument < len(memo):
+            pushed.append(memo[argument])
+        elif opcode.name != "MEMOIZE":
+            pushed.append(argument)
     if isinstance(ref, str) and ":" in ref and not ref.split(":")[0].endswith(".py"):
         names.add(ref.split(":")[0].split("@")[0])
     found = {}
     for name in {name.split(".")[0] for name in names}:
         module = sys.modules.get(name)
-        if module is None or name == "mil_assert" or name in sys.stdlib_module_names:
+        if everything and name == "__main__":
+            found[name] = (None, None)
+        if module is None or name in ("mil_assert", "__main__") or name in sys.stdlib_module_names:
             continue
         path = getattr(module, "__path__", None)
         file = getattr(module, "__file__", None)

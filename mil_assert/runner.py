@@ -127,8 +127,9 @@ def unisolated_cell(model: Model, test: str, run: Run, device: torch.device,
     ``training`` line says that it was not guarded against ending the process."""
     result = guarded_cell(model.spec, test, run, device, progress, note)
     return dataclasses.replace(result, training=(
-        f"{result.training}; in the calling process: the model does not pickle, so "
-        f"os._exit in it would end the run"))
+        f"{result.training}; in the calling process: the model cannot be sent to a worker "
+        f"(it does not pickle, or it is defined in the calling script), so os._exit in it "
+        f"would end the run"))
 
 
 def _note_above(bar: tqdm) -> Callable[[str], None]:

@@ -159,3 +159,39 @@ def test_sigterm_under_xdist_writes_an_interrupted_report_and_leaves_no_process(
     alive = [pid for pid in tree if Path(f"/proc/{pid}").exists()
              and "Z" not in (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:1])]
     assert alive == [], out
+
+
+SCRIPT = '''
+import mil_assert
+from torch import nn
+
+
+class Max(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, X, mask):
+        return self.score(X).squeeze(-1).masked_fill(~mask, -1e9).amax(1)
+
+
+report = mil_assert.check([Max, "{models}:MAX"], tests="single_concept", seeds=2,
+                          budget={{"epochs": 2, "n_train_bags": 64, "n_eval_bags": 64}},
+                          progress=False)
+for r in report.results:
+    print(r.model, r.verdict, "|", r.training)
+'''
+
+
+def test_a_script_without_a_main_guard_runs_once_and_keeps_its_own_model_here(models,
+                                                                              tmp_path):
+    """multiprocessing would run the calling script again in each worker; the worker
+    starts without it, and a model defined in the script runs in the calling process."""
+    script = tmp_path / "run_me.py"
+    script.write_text(SCRIPT.format(models=models))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = dict(line.split(" ", 1) for line in run.stdout.strip().splitlines())
+    assert "error" not in lines["Max"] and "in the calling process" in lines["Max"]
+    assert "error" not in lines["max"] and "in the calling process" not in lines["max"]
