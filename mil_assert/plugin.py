@@ -497,8 +497,15 @@ class ComplianceSession:
 
     @property
     def model_names(self) -> list[str]:
-        names = [m.name for m in self.suite.models] if self.suite._models is not None else []
-        return names + [r.model for r in self.suite.results if r.model not in names]
+        """The models in matrix order: the run's (the model option's, or the default
+        run's), then any other model whose cells ran, in the order they landed. Under
+        xdist this process collected nothing, so the run's models are resolved here once
+        cells have landed: the report and the matrix never follow the order in which the
+        workers finished cells (they start the longest first)."""
+        suite = self.suite
+        names = ([m.name for m in suite.models]
+                 if suite._models is not None or suite.results else [])
+        return names + [r.model for r in suite.results if r.model not in names]
 
 
 def settings(suite: Suite) -> str:

@@ -317,3 +317,22 @@ def test_ray_submits_the_longest_cells_first(monkeypatch):
     assert fake.submitted == longest_first(names, zoo_cost)
     assert [model for model, _ in fake.submitted[:4]] == ["transmil"] * 4
     assert sorted((r.model, r.test) for r in results) == sorted(names)
+
+
+def test_under_xdist_the_report_keeps_the_matrix_order(tmp_path):
+    """The controller of ``pytest -n`` collects nothing: the default run's models are
+    resolved when cells land, so the report and the matrix list them in the run's order,
+    not in the order the workers finished them (transmil, started first, lands first)."""
+    from mil_assert.plugin import Suite
+
+    suite = Suite(model_option=None, seeds=[0, 1], device_name="cpu", dim=16,
+                  base_dir=tmp_path, report_path=None, worker=None)
+    session = ComplianceSession(suite)
+    assert session.model_names == []  # no cell ran: nothing resolved, no torch needed
+    for model, test in [("transmil", "label_swap"), ("abmil", "label_swap"),
+                        ("mine", "single_concept")]:
+        suite.results.append(CellResult(model, test, "pass", None, None, (0, 1), None, None,
+                                        0.0, ""))
+    names = session.model_names
+    assert names == [*default_models(), "mine"]
+    assert names.index("abmil") < names.index("transmil")
