@@ -118,6 +118,31 @@ def linear_scan_(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> tor
     return b
 
 
+STEP_LOOP_BLOCK = 8192
+"""On a CPU, positions holding at least this many elements each are scanned step by step:
+there each step is a memory-bound pass, and the parallel scan's three times as many
+element operations cost more than its fewer calls save (measured here with one thread: the
+loop 1.7-2.7 times faster at 32,768 elements a position, the parallel scan 2-8 times
+faster at 512-2,048 for 60-1,000 positions; they cross near 8,192 at every length)."""
+
+
+def steps_one_by_one(b: torch.Tensor) -> bool:
+    """Whether :func:`recurrence_` scans ``b`` step by step: on a CPU, for positions of at
+    least :data:`STEP_LOOP_BLOCK` elements."""
+    return b.device.type == "cpu" and b[0].numel() >= STEP_LOOP_BLOCK
+
+
+def recurrence_(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """:func:`linear_scan_`'s recurrence, in place on ``b``: the parallel scan, or one
+    multiply-add per position where :func:`steps_one_by_one` (``a`` is then left as is)."""
+    if not steps_one_by_one(b):
+        return linear_scan_(a, b, reverse)
+    L = b.shape[0]
+    for t in range(L - 2, -1, -1) if reverse else range(1, L):
+        b[t].addcmul_(a[t], b[t + 1 if reverse else t - 1])
+    return b
+
+
 def _contract_last(states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """``sum_n states[..., n] weights[..., n]``: ``[L, b, d, n], [L, b, n] -> [L, b, d]``, as
     batched vector-matrix products (3-4 times faster on a CPU than matrix-vector ones)."""
@@ -129,13 +154,14 @@ class _SelectiveScan(torch.autograd.Function):
     """The scan's states and readout with a hand-written backward, position-major: ``delta,
     u [L, b, d]``, ``A [b, d, n]``, ``B, C [L, b, n]`` -> ``sum_n C_t h_t`` ``[L, b, d]``.
 
-    Both directions are :func:`linear_scan_` over the ``[L, b, d, n]`` states (forward:
+    Both directions are :func:`recurrence_` over the ``[L, b, d, n]`` states (forward:
     ``h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t``; backward: the state gradients
     ``g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1}``). On a CPU the time goes to passes over
     ``[L, b, d, n]`` tensors and to the memory they take, so there are three of them: the
-    states, their gradients, and one buffer that holds the decays (overwritten by the forward
-    scan, computed again for the backward one) and then the gradient of their exponents,
-    taken as ``g_t (h_t - delta_t u_t B_t)``, which is ``g_t exp(delta_t A) h_{t-1}``.
+    states, their gradients, and one buffer that holds the decays (computed again for the
+    backward scan where the forward's parallel scan overwrote them) and then the gradient
+    of their exponents, taken as ``g_t (h_t - delta_t u_t B_t)``, which is
+    ``g_t exp(delta_t A) h_{t-1}``.
     Contractions run as batched vector-matrix products (``torch.einsum`` copies a permuted
     ``[L, b, d, n]`` for some, and matrix-vector products are 3-4 times slower), and ``A``'s
     gradient as a sum over the positions, one multiply-add each.
@@ -150,7 +176,8 @@ class _SelectiveScan(torch.autograd.Function):
         decays = delta.new_empty(L + 1, b, d, n)
         torch.mul(delta[..., None], A, out=decays[:L]).exp_()
         states = (delta * u)[..., None] * B[:, :, None, :]  # the pushes, then the states
-        linear_scan_(decays[:L], states)
+        ctx.decays_kept = steps_one_by_one(states)  # else the parallel scan overwrites some
+        recurrence_(decays[:L], states)
         ctx.save_for_backward(delta, u, A, B, C, states, decays)
         return _contract_last(states, C)
 
@@ -159,12 +186,13 @@ class _SelectiveScan(torch.autograd.Function):
         delta, u, A, B, C, states, decays = ctx.saved_tensors
         L, b, d, n = states.shape
         grad_y, push = grad_y.contiguous(), delta * u
-        # g_t = C_t dy_t + decay_{t+1} g_{t+1}: decay_{t+1} sits at t in decays[1:] (the
-        # forward scan overwrote some of them: computed again).
-        torch.mul(delta[..., None], A, out=decays[:L]).exp_()
+        # g_t = C_t dy_t + decay_{t+1} g_{t+1}: decay_{t+1} sits at t in decays[1:]
+        # (computed again where the forward's parallel scan overwrote some of them).
+        if not ctx.decays_kept:
+            torch.mul(delta[..., None], A, out=decays[:L]).exp_()
         decays[L].zero_()
         grad_states = grad_y[..., None] * C[:, :, None, :]
-        linear_scan_(decays[1:], grad_states, reverse=True)
+        recurrence_(decays[1:], grad_states, reverse=True)
         flat_states, flat_grad = states.view(L * b, d, n), grad_states.view(L * b, d, n)
         grad_C = torch.bmm(grad_y.reshape(L * b, 1, d), flat_states).view(L, b, n)
         grad_push = _contract_last(grad_states, B)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mil_assert.models import mamba_mil
 from mil_assert.models.ins import INS
 from mil_assert.models.mamba_mil import linear_scan_, selective_scan, sr_order, sr_place
 from mil_assert.models.pack_mil import PackMIL, pack
@@ -187,3 +188,22 @@ def test_selective_scan_equals_the_step_loop_in_float32_with_per_sequence_parame
         # rounding of the pushes' size there.
         scale = max(1.0, float(b_.abs().max()))
         torch.testing.assert_close(a, b_.float(), rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("block", [1, 10**9])
+def test_selective_scan_is_the_same_step_by_step_and_in_parallel(block, monkeypatch):
+    """On a CPU large positions are scanned step by step (``STEP_LOOP_BLOCK``): both paths
+    give the float64 loop's values and gradients."""
+    monkeypatch.setattr(mamba_mil, "STEP_LOOP_BLOCK", block)
+    g = torch.Generator().manual_seed(11)
+    b, L, d, n = 3, 13, 4, 5
+    inputs = [torch.randn(b, L, d, generator=g), torch.rand(b, L, d, generator=g) * 3,
+              -torch.rand(b, d, n, generator=g) * 16, torch.randn(b, L, n, generator=g),
+              torch.randn(b, L, n, generator=g), torch.randn(b, 1, d, generator=g)]
+    inputs = [t.double().requires_grad_() for t in inputs]
+    fast, slow = selective_scan(*inputs), naive_scan(*inputs[:5], inputs[5][:, 0])
+    torch.testing.assert_close(fast, slow)
+    weights = torch.randn(fast.shape, generator=g, dtype=torch.float64)
+    for a, b_ in zip(torch.autograd.grad((fast * weights).sum(), inputs),
+                     torch.autograd.grad((slow * weights).sum(), inputs), strict=True):
+        torch.testing.assert_close(a, b_)
