@@ -64,6 +64,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from mil_assert import Expected, MembersAxis, ModelSpec
 from mil_assert.models._draws import instance_dropout
@@ -182,6 +183,7 @@ class _SelectiveScan(torch.autograd.Function):
         return _contract_last(states, C)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         delta, u, A, B, C, states, decays = ctx.saved_tensors
         L, b, d, n = states.shape

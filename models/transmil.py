@@ -39,6 +39,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from mil_assert import Expected, MembersAxis, ModelSpec
 from mil_assert.models._layers import BagConstant
@@ -174,6 +175,7 @@ class _NystromCore(torch.autograd.Function):
         return attended.view(B, h, R, d).transpose(1, 2).reshape(B, R, C)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (heads_qkv, pick, q_land, k_land, kernel_1, kernel_2, kernel_3, values, context,
          inverse, *saved) = ctx.saved_tensors
@@ -352,6 +354,7 @@ class _DenseGrid(torch.autograd.Function):
         return result
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grid, matrix, near, offset, source, inside, back, real = ctx.saved_tensors
         M, C, Bm, cells = grid.shape
