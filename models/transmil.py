@@ -209,8 +209,9 @@ class _NystromCore(torch.autograd.Function):
 class NystromAttention(nn.Module):
     """Masked multi-head Nystrom attention, ``[B, L, C], [B, L] -> [B, R, C]``.
 
-    ``mask`` must be compacted: each sequence's real tokens are its first ``L_b``. The
-    output holds the first ``R`` tokens (``rows``, default all ``L``); padded ones are zeros.
+    ``mask`` must be compacted: each sequence's real tokens are its first ``L_b``, at least
+    one (TransMIL's class token). The output holds the first ``R`` tokens (``rows``, default
+    all ``L``); padded ones are zeros.
     """
 
     iterations = 6  # of the pseudo-inverse
