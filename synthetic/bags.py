@@ -181,3 +181,13 @@ def check_params(dim: int, n_train: int, n_eval: int, **counts: int) -> None:
     for name, value in counts.items():
         if value < 0:
             raise ValueError(f"{name} must be non-negative, got {value}")
+
+
+def background_range(min_background: int, max_background: int) -> tuple[int, int]:
+    """``(min_background, max_background)``, checked: background instances per bag are
+    drawn from U{min_background, ..., max_background}, at least one."""
+    check_params(1, 2, 2, min_background=min_background, max_background=max_background)
+    if not 1 <= min_background <= max_background:
+        raise ValueError(f"background counts must satisfy 1 <= min_background <= "
+                         f"max_background, got {min_background} and {max_background}")
+    return min_background, max_background

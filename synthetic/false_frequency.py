@@ -33,6 +33,7 @@ from mil_assert.synthetic.bags import (
     Bags,
     Splits,
     assemble_bags,
+    background_range,
     balanced_labels,
     check_params,
     uniform_int,
@@ -87,12 +88,8 @@ def generate(
         min_background: the least background instances per bag (at least 1).
         test_copies: ``(low, high)``: negative test bags hold U{low, ..., high} copies.
     """
-    check_params(dim, n_train, n_eval, max_background=max_background,
-                 min_background=min_background)
-    if not 1 <= min_background <= max_background:
-        raise ValueError(f"background counts must satisfy 1 <= min_background <= "
-                         f"max_background, got {min_background} and {max_background}")
-    background = (min_background, max_background)
+    check_params(dim, n_train, n_eval)
+    background = background_range(min_background, max_background)
     low, high = test_copies
     if not (isinstance(low, int) and isinstance(high, int) and 2 <= low <= high):
         raise ValueError(f"test_copies must be integers (low, high) with 2 <= low <= high "

@@ -32,6 +32,7 @@ from mil_assert.synthetic.bags import (
     Bags,
     Splits,
     assemble_bags,
+    background_range,
     balanced_labels,
     check_params,
     uniform_int,
@@ -88,12 +89,8 @@ def generate(
             ..., this}.
         min_background: the least background instances per bag (at least 1).
     """
-    check_params(dim, n_train, n_eval, max_background=max_background,
-                 min_background=min_background)
-    if not 1 <= min_background <= max_background:
-        raise ValueError(f"background counts must satisfy 1 <= min_background <= "
-                         f"max_background, got {min_background} and {max_background}")
-    background = (min_background, max_background)
+    check_params(dim, n_train, n_eval)
+    background = background_range(min_background, max_background)
     return Splits(
         train=_split(n_train, dim, background, 0, seed, "data/threshold_poisoned/train"),
         val=_split(n_eval, dim, background, 0, seed, "data/threshold_poisoned/val"),
