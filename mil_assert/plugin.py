@@ -150,13 +150,11 @@ class Suite:
     def regime(self) -> Any:
         """Where the bags come from (:mod:`mil_assert.synthetic.regime`)."""
         if self._regime is None:
-            from pathlib import Path as _Path
-
             from mil_assert.synthetic.regime import Regime
 
             options = dict(self.regime_options)
             if options["data"] is not None:
-                options["data"] = str((self.base_dir / _Path(options["data"]).expanduser())
+                options["data"] = str((self.base_dir / Path(options["data"]).expanduser())
                                       .resolve())
             self._regime = Regime(**options)
         return self._regime
