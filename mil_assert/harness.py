@@ -432,6 +432,20 @@ class TimeLimitReached(RuntimeError):
     """Training passed the user's time limit (``Budget.max_seconds``)."""
 
 
+def keep_best_starts(val: Sequence[float], test: Sequence[float], starts: int,
+                     kept_val: list[float], kept_test: list[float] | None) -> list[int]:
+    """Each seed's start with the highest validation AUC: its AUCs are appended to
+    ``kept_val`` (and ``kept_test``). ``val``, ``test``: per start, seed-major, ``starts``
+    per seed; a seed whose starts did not all finish is left out. Returns the chosen
+    starts' positions."""
+    best = [max(range(i * starts, (i + 1) * starts), key=val.__getitem__)
+            for i in range(len(val) // starts)]
+    kept_val += [val[m] for m in best]
+    if kept_test is not None:
+        kept_test += [test[m] for m in best]
+    return best
+
+
 def cell_deadline(budget: Budget, started: float, seeds: int, kind: str) -> float | None:
     """When a cell started at ``started`` passes its time limit, or ``None`` (no limit).
 
@@ -612,6 +626,8 @@ def run_cell(
                 where = f"{label}{group.label()}: "
                 outcome = train_group(group, cell_budget, clock, deadline)
                 if outcome.stopped is not None:
+                    keep_best_starts(task_val, task_test, starts, control_aucs if label else
+                                     val_aucs, None if label else test_aucs)
                     raise TimeLimitReached(time_limit_message(
                         cell_budget, deadline - started, seeds[:len(task_val) // starts], group,
                         outcome.stopped, [seed for later in groups[i + 1:] for seed in later.seeds],
@@ -626,13 +642,8 @@ def run_cell(
                 task_val += val
                 task_test += tst
             del groups
-            best = [max(range(i * starts, (i + 1) * starts), key=task_val.__getitem__)
-                    for i in range(len(seeds))]
-            if label:
-                control_aucs += [task_val[m] for m in best]
-            else:
-                val_aucs += [task_val[m] for m in best]
-                test_aucs += [task_test[m] for m in best]
+            best = keep_best_starts(task_val, task_test, starts, control_aucs if label else
+                                    val_aucs, None if label else test_aucs)
             if starts > 1:
                 how += (f"; {label}best of {starts} starts per seed on validation AUC (starts "
                         f"{', '.join(str(m % starts) for m in best)})")
