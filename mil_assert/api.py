@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget, seed_list
+from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, MIN_SEEDS, Budget, seed_list
 from mil_assert.files import write_json_atomic
 from mil_assert.interrupts import signal_name
 from mil_assert.loading import select_tests
@@ -274,9 +274,9 @@ def report_of(outcome: CellsOutcome, models: Sequence[str], run: Run,
 
 def _seeds(seeds: Sequence[int]) -> list[int]:
     values = [int(s) for s in seeds]
-    if len(values) < 2 or len(set(values)) < len(values) or min(values) < 0:
-        raise ValueError(f"seeds={list(seeds)}: give at least 2 distinct non-negative seeds, "
-                         f"or a number of seeds")
+    if len(values) < MIN_SEEDS or len(set(values)) < len(values) or min(values) < 0:
+        raise ValueError(f"seeds={list(seeds)}: give at least {MIN_SEEDS} distinct "
+                         f"non-negative seeds, or a number of seeds")
     return values
 
 

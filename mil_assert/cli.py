@@ -38,7 +38,17 @@ from mil_assert.benchmark import (
     format_table,
     torchmil_available,
 )
-from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget, seed_list
+from mil_assert.defaults import (
+    BENCHMARK_REPEATS,
+    BENCHMARK_SEEDS,
+    BENCHMARK_SLOW_EPOCHS,
+    BENCHMARK_SLOW_SEEDS,
+    DEFAULT_SEEDS,
+    INSTANCE_DIM,
+    MIN_SEEDS,
+    Budget,
+    seed_list,
+)
 from mil_assert.dimensions import (
     CONFIRM_SEEDS,
     DIMS,
@@ -87,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "as pytest); exit 0 when the gate passes, 1 when it fails")
     check.add_argument("models", nargs="+", metavar="MODEL",
                        help="a built-in name, pkg.module:factory or path/to/file.py:factory")
-    add_run_options(check, f"seeds per cell, seeds 0..S-1, at least 2 (default {DEFAULT_SEEDS})",
+    add_run_options(check, f"seeds per cell, seeds 0..S-1, at least {MIN_SEEDS} (default "
+                                f"{DEFAULT_SEEDS})",
                     "write the JSON report (also of the finished cells if interrupted)")
     check.add_argument("--dim", type=int, default=INSTANCE_DIM, metavar="D",
                        help=f"instance dimension of the synthetic bags (default {INSTANCE_DIM})")
@@ -137,15 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--model", default="abmil",
                        help="a built-in name, pkg.module:factory or path.py:factory")
     bench.add_argument("--test", default="single_concept", choices=sorted(TESTS))
-    bench.add_argument("--seeds", type=positive, default=8, help="seeds 0..S-1 (default 8)")
-    bench.add_argument("--repeats", type=positive, default=3,
-                       help="timed runs of each way; the median is reported (default 3)")
+    bench.add_argument("--seeds", type=positive, default=BENCHMARK_SEEDS,
+                       help=f"seeds 0..S-1 (default {BENCHMARK_SEEDS})")
+    bench.add_argument("--repeats", type=positive, default=BENCHMARK_REPEATS,
+                       help=f"timed runs of each way; the median is reported (default "
+                            f"{BENCHMARK_REPEATS})")
     bench.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    bench.add_argument("--slow-seeds", type=positive, default=1,
-                       help="seeds the slow loops (c, d) really train (default 1)")
-    bench.add_argument("--slow-epochs", type=positive, default=3,
-                       help="epochs the slow loops (c, d; --one-bag: c) really train "
-                            "(default 3)")
+    bench.add_argument("--slow-seeds", type=positive, default=BENCHMARK_SLOW_SEEDS,
+                       help=f"seeds the slow loops (c, d) really train (default "
+                            f"{BENCHMARK_SLOW_SEEDS})")
+    bench.add_argument("--slow-epochs", type=positive, default=BENCHMARK_SLOW_EPOCHS,
+                       help=f"epochs the slow loops (c, d; --one-bag: c) really train "
+                            f"(default {BENCHMARK_SLOW_EPOCHS})")
     bench.add_argument("--one-bag", action="store_true",
                        help="instead: time attention MIL with dropout written for one bag per "
                             "call (vmap, and bag by bag) against its batched twin")

@@ -20,6 +20,13 @@ INSTANCE_DIM = 16
 """Instance dimension D of the synthetic bags (the prototype in shared/GUIDE.md used 16)."""
 
 
+TRAIN_BAGS = 500
+"""Training bags per seed (half positive)."""
+
+EVAL_BAGS = 500
+"""Bags in each of the validation and test sets (250 + 250: the verdict rule's
+thresholds are stated in standard deviations of an AUC over this many bags)."""
+
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -47,8 +54,8 @@ class Budget:
             otherwise.
     """
 
-    n_train_bags: int = 500
-    n_eval_bags: int = 500
+    n_train_bags: int = TRAIN_BAGS
+    n_eval_bags: int = EVAL_BAGS
     epochs: int = 60
     batch_size: int = 32
     optimizer: str = "adam"
@@ -118,3 +125,21 @@ def seed_list(n_seeds: int) -> list[int]:
         raise ValueError(f"{n_seeds!r} seeds: a verdict needs at least {MIN_SEEDS} seeds "
                          f"(seeds 0..S-1 with S >= {MIN_SEEDS}); the default is {DEFAULT_SEEDS}")
     return list(range(n_seeds))
+
+
+DIMS = (8, 16, 32, 64, 256, 1024)
+"""Instance dimensions of ``mil-assert dims``: from below the default (16) to a pretrained
+encoder's width (pathology encoders give 384-1536 features)."""
+
+CONFIRM_SEEDS = 12
+"""Seeds of ``mil-assert dims``'s confirmation runs (positive controls, fragile cells and
+cells near a threshold)."""
+
+BENCHMARK_SEEDS = 8
+"""Seeds ``mil-assert benchmark`` trains in each way it times."""
+BENCHMARK_REPEATS = 3
+"""Timed runs of each way; the median is reported."""
+BENCHMARK_SLOW_SEEDS = 1
+"""Seeds the slow loops of the benchmark really train (the rest is scaled)."""
+BENCHMARK_SLOW_EPOCHS = 3
+"""Epochs the slow loops of the benchmark really train (the rest is scaled)."""

@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from mil_assert import verdict
-from mil_assert.defaults import seed_list
+from mil_assert.defaults import CONFIRM_SEEDS, DIMS, seed_list
 from mil_assert.files import write_json_atomic
 from mil_assert.registry import ModelSpec
 from mil_assert.report import ReportError, build_report, environment
@@ -36,10 +36,6 @@ from mil_assert.runner import Model, Run, run_cell_list
 from mil_assert.synthetic import TESTS
 
 SCHEMA = "mil-assert/dimensions/v1"
-DIMS = (8, 16, 32, 64, 256, 1024)
-"""Instance dimensions of the sweep: from below the default (16) to a pretrained
-encoder's width (pathology encoders give 384-1536 features)."""
-CONFIRM_SEEDS = 12
 CONTROL_FRACTION = 0.9
 """Share of seeds a positive control must pass at every D (issue 11 of this project)."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mil_assert import verdict
 from mil_assert.defaults import INSTANCE_DIM
 from mil_assert.report import report_models
 from mil_assert.synthetic import TESTS
@@ -77,15 +78,17 @@ def method_text(report: dict[str, Any]) -> str:
     override_note = (f" Models with their own budget: {', '.join(overrides)} (listed in the "
                      f"report)." if overrides else "")
     rule = report["verdict_rule"]
-    inverted_below = rule.get("chance", 0.5) - rule.get("margin", 0.1)
+    chance, margin = rule.get("chance", verdict.CHANCE), rule.get("margin", verdict.MARGIN)
+    learned = rule.get("learned_auc", verdict.LEARNED_AUC)
+    inverted_below = chance - margin
     unlearnable = [t for t in tests if t in TESTS and TESTS[t].kind == "unlearnable"]
     unlearnable_names = ", ".join("\\texttt{" + _tex(t) + "}" for t in unlearnable)
     unlearnable_note = (
         f" On {unlearnable_names}, whose rule no "
         f"MIL model can represent, a seed shows a violation when its held-out AUC exceeds "
-        f"{rule.get('chance', 0.5) + rule.get('margin', 0.1):g}, and a seed that learns "
+        f"{chance + margin:g}, and a seed that learns "
         f"neither that rule nor its capacity control (the same bags with the labels "
-        f"unswapped, validation AUC below {rule.get('learned_auc', 0.75):g}) counts as "
+        f"unswapped, validation AUC below {learned:g}) counts as "
         f"unlearned." if unlearnable else "")
     paragraph = (
         f"We tested {len(models)} model(s) for compliance with the multiple instance "
@@ -103,9 +106,10 @@ def method_text(report: dict[str, Any]) -> str:
         f"{override_note} On a test with a distribution shift, a seed shows a violation "
         f"when its test AUC falls below "
         f"{inverted_below:g} or, after learning (validation AUC at least "
-        f"{rule.get('learned_auc', 0.75):g}), drops by more than "
-        f"{rule.get('max_drop', 0.2):g}.{unlearnable_note} A test is violated when at "
-        f"least {rule.get('violating_seeds', 2)} seeds show a violation. Runs used PyTorch "
+        f"{learned:g}), drops by more than "
+        f"{rule.get('max_drop', verdict.MAX_DROP):g}.{unlearnable_note} A test is violated "
+        f"when at least {rule.get('violating_seeds', verdict.VIOLATING_SEEDS)} seeds show a "
+        f"violation. Runs used PyTorch "
         f"{env.get('torch', '?')} and Python {env.get('python', '?')} on "
         f"{env.get('device', '?')}."
     )

@@ -4,12 +4,15 @@ Installed with mil-assert (entry point ``pytest11``), so it is loaded in every p
 session of the environment; it stays inert (no torch import, no header, no matrix, no
 change of torch's thread count) in a session that selects no compliance test.
 
-Options (``pytest --help``, group "mil-assert"):
+Options (``pytest --help``, group "mil-assert"; defaults in :mod:`mil_assert.defaults`):
     --mil-model=NAMES    built-in names, ``pkg.module:factory`` or ``file.py:factory``;
                          also ``--model`` where no other plugin or conftest defines it
-    --mil-seeds=S        seeds per cell (default 5; at least 2)
+    --mil-seeds=S        seeds per cell (at least ``MIN_SEEDS``)
     --mil-device=D       auto | cpu | cuda (auto = cuda when available)
-    --mil-dim=D          instance dimension of the synthetic bags (default 16)
+    --mil-dim=D          instance dimension of the synthetic bags
+    --mil-bag-size=N     about N instances per bag (:mod:`mil_assert.synthetic.regime`)
+    --mil-instances=I    gaussian | digits
+    --mil-data=FOLDER    your own bags, on the single_concept poison test
     --mil-report=PATH    write the matrix as JSON (schema mil-assert/report/v1)
     --mil-max-seconds=T  a time limit per seed of training (default: none)
 
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from mil_assert.checks import MODEL_ARG, TEST_ARG, cell_marks
-from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, Budget, seed_list
+from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, MIN_SEEDS, Budget, seed_list
 
 if TYPE_CHECKING:
     import torch
@@ -51,8 +54,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "default run, see ModelSpec.in_default_run); makes the run a "
                          "compliance run (other tests are deselected)")
     group.addoption("--mil-seeds", dest="mil_seeds", type=int, default=DEFAULT_SEEDS,
-                    metavar="S", help=f"seeds per (model, test) cell, seeds 0..S-1 "
-                                      f"(default {DEFAULT_SEEDS})")
+                    metavar="S", help=f"seeds per (model, test) cell, seeds 0..S-1, at least "
+                                      f"{MIN_SEEDS} (default {DEFAULT_SEEDS})")
     group.addoption("--mil-device", dest="mil_device", default="auto",
                     choices=("auto", "cpu", "cuda"),
                     help="where to train: auto (cuda when available), cpu or cuda; with "

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from mil_assert.defaults import EVAL_BAGS, INSTANCE_DIM, TRAIN_BAGS
 from mil_assert.seeding import cpu_generator
 from mil_assert.synthetic.bags import Bags, Splits, assemble_bags, balanced_labels, check_params
 from mil_assert.synthetic.catalog import AlgorithmicTest, fixed_background
@@ -44,7 +45,8 @@ def _split(n_bags: int, dim: int, background: int, seed: int, stream: str) -> Ba
 
 
 def generate(
-    seed: int, *, dim: int = 16, n_train: int = 500, n_eval: int = 500, background: int = 10
+    seed: int, *, dim: int = INSTANCE_DIM, n_train: int = TRAIN_BAGS, n_eval: int = EVAL_BAGS,
+    background: int = 10
 ) -> Splits:
     """Training, validation and test bags of the ``label_swap`` test.
 
@@ -67,7 +69,8 @@ def generate(
 
 
 def generate_control(
-    seed: int, *, dim: int = 16, n_train: int = 500, n_eval: int = 500, background: int = 10
+    seed: int, *, dim: int = INSTANCE_DIM, n_train: int = TRAIN_BAGS, n_eval: int = EVAL_BAGS,
+    background: int = 10
 ) -> Splits:
     """The capacity control of ``label_swap``: the bags of ``generate`` with the same
     arguments, each label flipped, so a bag is positive iff it holds a concept instance."""

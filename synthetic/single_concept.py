@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import torch
 
+from mil_assert.defaults import EVAL_BAGS, INSTANCE_DIM, TRAIN_BAGS
 from mil_assert.seeding import cpu_generator
 from mil_assert.synthetic.bags import (
     BACKGROUND_NOISE,
@@ -78,7 +79,8 @@ def _split(n_bags: int, dim: int, background: int, poison_in: int, seed: int, st
 
 
 def generate(
-    seed: int, *, dim: int = 16, n_train: int = 500, n_eval: int = 500, background: int = 10
+    seed: int, *, dim: int = INSTANCE_DIM, n_train: int = TRAIN_BAGS, n_eval: int = EVAL_BAGS,
+    background: int = 10
 ) -> Splits:
     """Training, validation and test bags of the ``single_concept`` test.
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from mil_assert.defaults import EVAL_BAGS, INSTANCE_DIM, TRAIN_BAGS
 from mil_assert.seeding import cpu_generator
 from mil_assert.synthetic.bags import (
     BACKGROUND_NOISE,
@@ -75,7 +76,8 @@ def _split(n_bags: int, dim: int, background: tuple[int, int], poison_in: int, s
 
 
 def generate(
-    seed: int, *, dim: int = 16, n_train: int = 500, n_eval: int = 500, max_background: int = 9,
+    seed: int, *, dim: int = INSTANCE_DIM, n_train: int = TRAIN_BAGS, n_eval: int = EVAL_BAGS,
+    max_background: int = 9,
     min_background: int = 1,
 ) -> Splits:
     """Training, validation and test bags of the ``threshold_poisoned`` test.
