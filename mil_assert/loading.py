@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -183,6 +184,7 @@ def with_options(spec: ModelSpec, item: str, options: dict[str, Any]) -> ModelSp
     arguments = {key: value for key, value in options.items()
                  if key not in ADAPTER_OPTIONS and key != "dim_arg"}
     factory = spec.factory
+    _refuse_misspelled_options(item, factory, arguments)
     if arguments or "dim_arg" in options:
         call = FactoryCall(factory, options.get("dim_arg", True), tuple(arguments.items()))
         call.check(item)
@@ -193,11 +195,29 @@ def with_options(spec: ModelSpec, item: str, options: dict[str, Any]) -> ModelSp
         raise ModelSpecError(str(error)) from None
 
 
+def _refuse_misspelled_options(item: str, factory: Any, arguments: dict[str, Any]) -> None:
+    """A factory option that is not one of the factory's own parameters but reads like a
+    mil-assert option (``@inptu=bag1``) is a typo: refused with the option it resembles,
+    also for a factory taking ``**kwargs``, which would swallow it silently."""
+    try:
+        own = set(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        own = set()
+    ours = (*ADAPTER_OPTIONS, "dim_arg")
+    for key in arguments:
+        close = difflib.get_close_matches(key, ours, n=1, cutoff=0.7)
+        if close and key not in own:
+            raise ModelSpecError(f"{item!r}: unknown option {key!r} (did you mean "
+                                 f"{close[0]}?); mil-assert's options are "
+                                 f"{', '.join('@' + option + '=' for option in ours)} and any "
+                                 f"other option is passed to the factory")
+
+
 def load_user_model(item: str, base_dir: Path, builtins: dict[str, ModelSpec]) -> ModelSpec:
     """Import ``target:attribute`` and wrap it as a :class:`ModelSpec` named ``item``."""
     target, _, attribute = item.rpartition(":")
     if not target or not attribute:
-        raise ModelSpecError(f"--model item {item!r} must read pkg.module:factory or "
+        raise ModelSpecError(f"model {item!r} must read pkg.module:factory or "
                              f"path/to/file.py:factory; {_choices(builtins)}")
     try:
         if target.endswith(".py") or "/" in target or "\\" in target:
@@ -209,12 +229,12 @@ def load_user_model(item: str, base_dir: Path, builtins: dict[str, ModelSpec]) -
     except ModelSpecError as error:
         raise ModelSpecError(f"{error}; {_choices(builtins)}") from None
     except Exception as error:
-        raise ModelSpecError(f"cannot import {target!r} for --model {item!r}: "
+        raise ModelSpecError(f"cannot import {target!r} for model {item!r}: "
                              f"{type(error).__name__}: {error}; {_choices(builtins)}") from error
     obj = module
     for part in attribute.split("."):
         if not hasattr(obj, part):
-            raise ModelSpecError(f"{target!r} has no attribute {attribute!r} (from --model "
+            raise ModelSpecError(f"{target!r} has no attribute {attribute!r} (from model "
                                  f"{item!r}); {_choices(builtins)}")
         obj = getattr(obj, part)
     if isinstance(obj, ModelSpec):

@@ -34,6 +34,11 @@ __all__ = ["CellsOutcome", "Model", "Run", "error_cell", "guarded_cell", "load_m
            "run_cell_list", "run_cells"]
 
 
+LOG_REDRAW_SECONDS = 30.0
+"""Where standard error is not a terminal (a CI log), the bar is redrawn at most this
+often, besides when a cell finishes: each redraw is a new line there."""
+
+
 @dataclass
 class CellsOutcome:
     """The finished cells of a run; ``signal`` is what stopped an interrupted one (SIGINT
@@ -71,7 +76,8 @@ def run_cell_list(cells: Sequence[tuple[Model, str]], run: Run, jobs: int = 1,
     with signals_interrupt():
         bar = tqdm(total=len(cells), unit="cell", disable=not progress, dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {n:.1f}/{total} cells [{elapsed}<{remaining}]"
-                              "{postfix}")
+                              "{postfix}",
+                   mininterval=0.1 if sys.stderr.isatty() else LOG_REDRAW_SECONDS)
         try:
             if executor == "ray":  # a Ray worker that dies is retried, then an error cell
                 from mil_assert.ray_executor import run_on_ray

@@ -197,3 +197,14 @@ def test_the_time_limit_reaches_the_budget_on_every_route(capsys, tmp_path):
         mil_assert.check(toy_models.tiny_max, max_seconds=-1, progress=False)
     assert mil_assert.check(toy_models.tiny_max, tests="label_swap", seeds=2,
                             progress=False).budget.max_seconds is None  # no limit by default
+
+
+@pytest.mark.parametrize("target", ["tests/authors_style.py:Attention", "kwargs"])
+def test_a_misspelled_option_names_the_option_it_resembles(target, tmp_path):
+    """Also for a factory taking **kwargs, which would swallow the typo silently."""
+    if target == "kwargs":
+        (tmp_path / "kw.py").write_text("from torch import nn\n\n\ndef build(dim, **kwargs):\n"
+                                        "    return nn.Linear(dim, 1)\n")
+        target = f"{tmp_path / 'kw.py'}:build"
+    with pytest.raises(ModelSpecError, match="unknown option 'inptu' \\(did you mean input\\?\\)"):
+        resolve_models(f"{target}@inptu=bag1", REPO)
