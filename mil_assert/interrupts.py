@@ -39,9 +39,11 @@ def signal_name(signum: int) -> str:
 
 
 def signal_of(interrupt: BaseException) -> int:
-    """The signal behind a ``KeyboardInterrupt``: its own for :class:`Stopped`, else
-    SIGINT (Ctrl-C)."""
-    return getattr(interrupt, "signum", signal.SIGINT)
+    """The signal behind a ``KeyboardInterrupt``: its own for :class:`Stopped`; else the
+    stop signal this block received, if any (a library's compiled code may raise a plain
+    ``KeyboardInterrupt`` for the :class:`Stopped` that our handler raised inside it, as
+    Ray's ``ray.wait`` does); else SIGINT (Ctrl-C)."""
+    return getattr(interrupt, "signum", None) or _state["received"] or signal.SIGINT
 
 
 def exit_status(signum: int) -> int:

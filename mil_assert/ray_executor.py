@@ -255,6 +255,7 @@ def _land(ray: Any, ref: Any, cell: tuple[Model, str, float], run: Run, bar: tqd
     results.append(result)
     bar.set_postfix_str(f"{result.model} on {result.test}")
     bar.update(1)
+    bar.refresh()  # a landed cell is shown whatever the redraw interval
 
 
 def failed_cell(spec: ModelSpec, test: str, run: Run, seconds: float,

@@ -36,7 +36,7 @@ __all__ = ["CellsOutcome", "Model", "Run", "error_cell", "guarded_cell", "load_m
 
 LOG_REDRAW_SECONDS = 30.0
 """Where standard error is not a terminal (a CI log), the bar is redrawn at most this
-often, besides when a cell finishes: each redraw is a new line there."""
+often within a cell, and whenever a cell finishes: each redraw is a new line there."""
 
 
 @dataclass
@@ -121,6 +121,7 @@ def _run_in_one_worker(cells: list[tuple[Model, str]], run: Run, bar: tqdm,
                 result = unisolated_cell(model, test, run, resolve_device(run.device),
                                          progress, note)
             _advance_to(bar, done + 1)  # whole cell, also when it stopped early with an error
+            bar.refresh()  # every finished cell is shown, whatever the redraw interval
             results.append(result)
     finally:
         worker.close()
@@ -184,6 +185,7 @@ def _run_in_workers(cells: list[tuple[Model, str]], run: Run, jobs: int, bar: tq
                 if result is None:
                     continue
                 bar.update(max(0.0, 1.0 - worker.trained))
+                bar.refresh()
                 bar.set_postfix_str(f"{result.model} on {result.test}")
                 results.append(result)
                 if waiting:
