@@ -311,7 +311,8 @@ def test_ray_submits_the_longest_cells_first(monkeypatch):
     cells = [(Model(specs[name], name, None), test) for name in ("mi_net", "transmil")
              for test in TESTS]
     results: list[CellResult] = []
-    bar = SimpleNamespace(set_postfix_str=lambda text: None, update=lambda n: None)
+    bar = SimpleNamespace(set_postfix_str=lambda text: None, update=lambda n: None,
+                          refresh=lambda: None)
     ray_executor.run_on_ray(cells, Run((0, 1), Budget(), 16, "cpu"), bar, results)
     names = [(model.spec.name, test) for model, test in cells]
     assert fake.submitted == longest_first(names, zoo_cost)

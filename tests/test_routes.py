@@ -393,7 +393,8 @@ def test_the_documented_decorator_recipe_runs_with_plain_pytest(tmp_path):
     (repo / "tests" / "__init__.py").unlink()  # a repository without one, as most are
     (repo / "tests" / "test_gate.py").unlink()
     recipe = documented_recipe()
-    assert "from models.batched import SPEC, build" in recipe
+    assert "from models.batched import SPEC" in recipe
+    assert "parametrize_with_checks([SPEC]" in recipe  # one model, judged once
     (repo / "tests" / "test_mil_gate.py").write_text(recipe)
     pytest_script = Path(PYTHON).parent / "pytest"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
