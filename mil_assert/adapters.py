@@ -91,6 +91,11 @@ def class_scores(scores: torch.Tensor, bags: int, one_bag: bool) -> torch.Tensor
         return scores[:, None]
     if scores.dim() == 2 and shape[0] == bags:
         return scores
+    if one_bag and scores.numel() > 1 and (scores.dim() == 1 or shape[-1] == 1):
+        raise OutputError(f"forward returned {scores.numel()} scores for one bag (shape "
+                          f"{shape}): these look like instance scores, not a bag score; "
+                          f"pool them into one logit in forward (for example their "
+                          f"maximum), or return [1, C] class scores")
     expected = "[], [1], [1, 1] or [1, C]" if one_bag else f"[B], [B, 1] or [B, C] with B = {bags}"
     raise OutputError(f"cannot read one score vector per bag from shape {shape}: expected "
                       f"{expected}; if forward returns several tensors, name the bag scores "

@@ -219,7 +219,7 @@ def prepare(
     """Load and check everything a run needs before any training; bad input raises
     ``ValueError`` naming it. ``"auto"`` is resolved to the device it means here (with
     ``executor="ray"``: on the cluster at ``address``, which is connected to here)."""
-    from mil_assert.harness import resolve_device
+    from mil_assert.devices import resolve_device
 
     if executor not in ("processes", "ray"):
         raise ValueError(f"executor={executor!r}: use 'processes' or 'ray'")

@@ -21,8 +21,6 @@ per seed and epoch is constant); the table says so.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import sys
 import time
@@ -214,21 +212,6 @@ def benchmark_one_bag(test: AlgorithmicTest, seeds: int, budget: Budget, dim: in
     return [Timing(name, seconds[name], 1.0 if name[1] != "c" else scale,
                    "" if name[1] != "c" else f"scaled from {slow_epochs} epoch(s)")
             for name, _ in ways]
-
-
-def describe_device(device: torch.device) -> str:
-    """The device in words: GPU name, or CPU model, core count and torch threads."""
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA), torch {torch.__version__}"
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            name = next(line.split(":", 1)[1].strip() for line in info
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"CPU: {name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
-            f"torch {torch.__version__}")
 
 
 def format_table(timings: list[Timing]) -> str:

@@ -34,7 +34,6 @@ import mil_assert
 from mil_assert.benchmark import (
     benchmark,
     benchmark_one_bag,
-    describe_device,
     format_table,
     torchmil_available,
 )
@@ -49,6 +48,7 @@ from mil_assert.defaults import (
     Budget,
     seed_list,
 )
+from mil_assert.devices import describe_device, resolve_device
 from mil_assert.dimensions import (
     CONFIRM_SEEDS,
     DIMS,
@@ -61,7 +61,6 @@ from mil_assert.dimensions import (
 from mil_assert.dimensions import SCHEMA as DIMS_SCHEMA
 from mil_assert.figure import plot_report
 from mil_assert.files import check_writable, write_json_atomic, write_text_atomic
-from mil_assert.harness import resolve_device
 from mil_assert.interrupts import (
     exit_status,
     last_stop_signal,
@@ -83,6 +82,24 @@ from mil_assert.results import LEARNED_NOTHING_STATUS
 from mil_assert.synthetic import TESTS
 from mil_assert.synthetic.regime import INSTANCES
 
+CHECK_EPILOG = f"""\
+model options, after the model's name:
+  @input=bag1       forward(x [1, N, D]) takes one bag per call, no mask (bag: x [N, D])
+  @output=probability  forward returns probabilities, not logits
+  @output_key=K     the bag scores are item K of a returned tuple or dict
+  @positive_class=C  the positive class of [B, C] class scores
+  @dim_arg=NAME     the factory's keyword for the instance dimension (default: first argument)
+  e.g. mil-assert check "models/attention.py:Attention@input=bag1@output=probability"
+
+the same cells under pytest:
+  pytest --pyargs mil_assert.compliance --mil-model=MODEL,...
+
+exit statuses:
+  0 the gate passed    1 a cell failed the gate    {LEARNED_NOTHING_STATUS} a model learned nothing
+  2 bad input, before any training    130 / 143 / 129 interrupted by Ctrl-C / SIGTERM /
+  SIGHUP (the report keeps the finished cells)
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -94,9 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser(
         "check", help="train and judge models on the algorithmic unit tests (the same cells "
-                      "as pytest); exit 0 when the gate passes, 1 when it fails")
+                      "as pytest); exit 0 when the gate passes, 1 when it fails",
+        epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("models", nargs="+", metavar="MODEL",
-                       help="a built-in name, pkg.module:factory or path/to/file.py:factory")
+                       help="a built-in name, pkg.module:factory, path/to/file.py:factory or "
+                            "path/to/file.py:SPEC (a ModelSpec), each optionally followed by "
+                            "@input=bag|bag1, @output=logit|probability, @output_key=K, "
+                            "@positive_class=C, @dim_arg=NAME (see below)")
     add_run_options(check, f"seeds per cell, seeds 0..S-1, at least {MIN_SEEDS} (default "
                                 f"{DEFAULT_SEEDS})",
                     "write the JSON report (also of the finished cells if interrupted)")

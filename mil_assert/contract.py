@@ -166,6 +166,10 @@ def check_contract(model: nn.Module, dim: int, seed: int = 0) -> ContractOutcome
     return ContractOutcome(None, "ok", order_change)
 
 
+_ONE_BAG_HOW = ('ModelSpec(..., input="bag1") for forward(x [1, N, D]) or input="bag" for '
+                'forward(x [N, D]); on the command line, file.py:factory@input=bag1')
+
+
 def _fix(model: nn.Module, broken: ContractBroken) -> str:
     """The option that judges a model written for one bag per call, where the breakage
     looks like one: a batched call it cannot take, or padding it reads."""
@@ -174,10 +178,10 @@ def _fix(model: nn.Module, broken: ContractBroken) -> str:
     message = str(broken)
     if broken.prop == "output" and "TypeError" in message and "argument" in message:
         return ("; if forward takes one bag per call (x [N, D] or [1, N, D]) and no mask, "
-                "set @input=bag or @input=bag1")
+                f"judge it one bag at a time: {_ONE_BAG_HOW}")
     if broken.prop == "padding":
         return ("; a model that takes no mask, or reads every row it is given, is judged one "
-                "unpadded bag at a time with @input=bag1 (forward(x [1, N, D])) or @input=bag")
+                f"unpadded bag at a time: {_ONE_BAG_HOW}")
     return ""
 
 

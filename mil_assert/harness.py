@@ -58,27 +58,6 @@ class ContractFailed(RuntimeError):
     """The model broke the contract check before training (:mod:`mil_assert.contract`)."""
 
 
-def resolve_device(name: str, worker: int | None = None) -> torch.device:
-    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> ``torch.device``.
-
-    With several workers (pytest-xdist, ``mil-assert check --jobs``) on a machine with
-    several GPUs, ``"auto"`` and ``"cuda"`` put worker ``w`` on ``cuda:(w mod count)``:
-    each worker trains on its own GPU, round robin over the visible devices.
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name} was asked for, but torch sees no CUDA device "
-                             f"(torch {torch.__version__}); use cpu or auto")
-        if name == "cuda" and worker is not None:
-            return torch.device("cuda", worker % torch.cuda.device_count())
-        return torch.device(name)
-    raise ValueError(f"unknown device {name!r}: use auto, cpu or cuda")
-
-
 @dataclass(frozen=True)
 class SeedBags:
     """One split of ``S`` seeds, padded to a common bag size ``N``.
@@ -656,7 +635,8 @@ def run_cell(
                                      test.partial_rule_auc)
         if probabilities and spec.output == "logit":
             message += (" (every validation logit lies in [0, 1] after training: if forward "
-                        "returns probabilities, set @output=probability)")
+                        "returns probabilities, declare output=\"probability\" in its ModelSpec, "
+                        "or @output=probability after its name)")
         where = ""
     except ContractFailed as failed:
         verdict, message = "error", f"contract broken before training: {failed}"

@@ -174,7 +174,7 @@ def _serve(connection: Connection, threads: int, device_name: str, number: int |
     threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
     import torch
 
-    from mil_assert.harness import resolve_device
+    from mil_assert.devices import resolve_device
 
     torch.set_num_threads(threads)
     device = resolve_device(device_name, number)

@@ -25,7 +25,6 @@ compliance run: other collected tests are deselected.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,15 +32,14 @@ import pytest
 
 from mil_assert.checks import MODEL_ARG, TEST_ARG, cell_marks
 from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, MIN_SEEDS, Budget, seed_list
+from mil_assert.session import DEFAULT_REGIME_OPTIONS, STATE, Suite, settings
 
 if TYPE_CHECKING:
-    import torch
 
     from mil_assert.registry import ModelSpec
     from mil_assert.results import CellResult
 
 RESULT_PROPERTY = "mil_result"
-DEFAULT_REGIME_OPTIONS = {"bag_size": None, "instances": "gaussian", "data": None}
 SHORT_MODEL_OPTION = "--model"
 RUN_ANYWHERE = "pytest --pyargs mil_assert.compliance --mil-model=..."
 
@@ -49,8 +47,12 @@ RUN_ANYWHERE = "pytest --pyargs mil_assert.compliance --mil-model=..."
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mil-assert", "MIL assumption compliance (mil-assert)")
     group.addoption("--mil-model", dest="mil_model", default=None, metavar="NAMES",
-                    help="comma-separated models to judge: built-in names, pkg.module:factory "
-                         "or path/to/file.py:factory (default: every built-in model in the "
+                    help="comma-separated models to judge: built-in names, pkg.module:factory, "
+                         "path/to/file.py:factory or file.py:SPEC, each optionally with "
+                         "@input=bag1, @output=probability, @output_key=K, @positive_class=C "
+                         "(mil-assert check --help lists them); outside this repository: "
+                         "pytest --pyargs mil_assert.compliance (default: every built-in "
+                         "model in the "
                          "default run, see ModelSpec.in_default_run); makes the run a "
                          "compliance run (other tests are deselected)")
     group.addoption("--mil-seeds", dest="mil_seeds", type=int, default=DEFAULT_SEEDS,
@@ -105,105 +107,6 @@ def option_strings(parser: pytest.Parser) -> set[str]:
     return names
 
 
-@dataclass
-class Suite:
-    """The run's compliance settings; models and device are resolved when first needed."""
-
-    model_option: str | None
-    seeds: list[int]
-    device_name: str
-    dim: int
-    base_dir: Path
-    report_path: Path | None
-    worker: int | None
-    budget: Budget = field(default_factory=Budget)
-    results: list[CellResult] = field(default_factory=list)
-    cells: list[tuple[str, str]] | None = None  # the compliance cells collected (not xdist)
-    others_deselected: list[str] = field(default_factory=list)
-    _models: list[ModelSpec] | None = None
-    _device: torch.device | None = None
-    regime_options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_REGIME_OPTIONS))
-    _regime: Any = None  # a mil_assert.synthetic.regime.Regime, built on first use
-    _refs: dict[str, str] | None = None
-    _worker: Any = None  # a mil_assert.isolation.CellWorker, started by the first cell
-
-    @property
-    def models(self) -> list[ModelSpec]:
-        if self._models is None:
-            from mil_assert.loading import resolve_models
-
-            self._models = resolve_models(self.model_option, self.base_dir)
-            if not (self.model_option or "").strip():  # no model named: the default run
-                self._models = [spec for spec in self._models if spec.in_default_run]
-        return self._models
-
-    @property
-    def device(self) -> torch.device:
-        if self._device is None:
-            import torch
-
-            from mil_assert.harness import resolve_device
-
-            self._device = resolve_device(self.device_name, self.worker)
-            if self.worker is not None and self._device.type == "cpu":
-                torch.set_num_threads(1)  # xdist workers share the cores; one thread each
-        return self._device
-
-    @property
-    def regime(self) -> Any:
-        """Where the bags come from (:mod:`mil_assert.synthetic.regime`)."""
-        if self._regime is None:
-            from mil_assert.synthetic.regime import Regime
-
-            options = dict(self.regime_options)
-            if options["data"] is not None:
-                options["data"] = str((self.base_dir / Path(options["data"]).expanduser())
-                                      .resolve())
-            self._regime = Regime(**options)
-        return self._regime
-
-    def reference(self, spec: ModelSpec) -> str | ModelSpec:
-        """How a worker process finds ``spec`` again: its item of the model option, else
-        the spec itself (built-in and decorator models)."""
-        if self._refs is None:
-            from mil_assert.loading import split_top_level
-
-            items = [item.strip() for item in split_top_level(self.model_option or "", ",")]
-            self._refs = ({named.name: item for item, named in zip(items, self.models,
-                                                                   strict=False)}
-                          if self.model_option else {})
-        return self._refs.get(spec.name, spec)
-
-    def run_cell(self, spec: ModelSpec, test: str) -> CellResult:
-        """One cell in this session's worker process (:mod:`mil_assert.isolation`), so that
-        a model that ends its process becomes an ``error`` cell; a model that cannot be
-        sent there runs here."""
-        from mil_assert.cells import Model, Run
-        from mil_assert.isolation import CellWorker, sendable
-        from mil_assert.runner import unisolated_cell
-
-        applicable = self.regime.tests()
-        if applicable is not None and test not in applicable:
-            pytest.skip(f"--mil-data judges the user's own bags on {', '.join(applicable)} "
-                        f"only")
-        run = Run(tuple(self.seeds), self.budget, self.dim, str(self.device), self.regime)
-        model = Model(spec, self.reference(spec), self.base_dir)
-        if not sendable(model.ref):
-            return unisolated_cell(model, test, run, self.device)
-        if self._worker is None:
-            import torch
-
-            self._worker = CellWorker(torch.get_num_threads(), self.device_name, self.worker)
-        return self._worker.run(model, test, run)
-
-    def close(self) -> None:
-        """End the worker process, if one was started."""
-        if self._worker is not None:
-            self._worker.close()
-            self._worker = None
-
-
-STATE = pytest.StashKey[Suite]()
 
 
 def worker_index(config: pytest.Config) -> int | None:
@@ -507,15 +410,3 @@ class ComplianceSession:
         names = ([m.name for m in suite.models]
                  if suite._models is not None or suite.results else [])
         return names + [r.model for r in suite.results if r.model not in names]
-
-
-def settings(suite: Suite) -> str:
-    """One line with the run's seeds, device, instance dimension and default budget."""
-    budget = suite.budget
-    return (f"{len(suite.seeds)} seeds per cell; device {suite.device}; D = {suite.dim}; "
-            f"default budget {budget.epochs} epochs x {budget.n_train_bags} bags, batch "
-            f"{budget.batch_size}, {budget.optimizer} lr {budget.lr:g}"
-            + ("" if budget.max_seconds is None else
-               f"; time limit {budget.max_seconds:g} s per seed")
-            + ("" if suite.regime_options == DEFAULT_REGIME_OPTIONS else
-               f"; {suite.regime.describe()}"))

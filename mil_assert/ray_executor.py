@@ -46,7 +46,8 @@ from tqdm.auto import tqdm
 
 from mil_assert.cells import Model, Run, error_cell
 from mil_assert.costs import longest_first, spec_cost
-from mil_assert.harness import resolve_device, run_cell
+from mil_assert.devices import device_name_problem, resolve_device
+from mil_assert.harness import run_cell
 from mil_assert.interrupts import reclaim_stop_signals
 from mil_assert.loading import as_spec
 from mil_assert.registry import ModelSpec
@@ -99,11 +100,9 @@ def connect(address: str | None = None, device: str = "cpu") -> str:
         ClusterError: Ray missing, the cluster unreachable, or ``cuda`` on a cluster
             without GPUs; one line naming the fix.
     """
-    if device.startswith("cuda:"):
-        raise ClusterError(f"device {device}: with the Ray executor give --device cuda; Ray "
-                           f"gives each cell a GPU of its node")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ClusterError(f"unknown device {device!r}: use auto, cpu or cuda")
+    problem = device_name_problem(device, indexed=False)
+    if problem is not None:
+        raise ClusterError(problem)
     ray = import_ray()
     target = cluster_address(address)
     if not ray.is_initialized():

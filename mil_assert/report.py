@@ -18,6 +18,7 @@ from tabulate import tabulate
 import mil_assert
 from mil_assert import verdict
 from mil_assert.defaults import Budget
+from mil_assert.devices import compute_environment, device_name
 from mil_assert.results import CellResult, untrained_lines
 from mil_assert.synthetic import TESTS
 from mil_assert.synthetic.regime import Regime
@@ -103,41 +104,6 @@ def generator_parameters(test: str) -> dict[str, Any]:
             if p.kind is p.KEYWORD_ONLY and name not in ("dim", "n_train", "n_eval")}
 
 
-def cpu_model() -> str | None:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``sysctl`` on macOS), else the
-    best :mod:`platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "cpu model") and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    if platform.system() == "Darwin":
-        try:
-            done = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
-                                  capture_output=True, text=True, timeout=10)
-            if done.returncode == 0 and done.stdout.strip():
-                return done.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return platform.processor() or platform.machine() or None
-
-
-def compute_environment(device: torch.device | str) -> dict[str, str | None]:
-    """What decides the last bits of a run's floating-point results: the CPU model and the
-    instruction set torch's CPU kernels use (``torch.backends.cpu.get_cpu_capability``),
-    or the GPU and CUDA version. Per-seed AUCs are identical only where these agree."""
-    target = torch.device(device)
-    on_gpu = target.type == "cuda"
-    return {
-        "cpu": cpu_model(),
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "gpu": torch.cuda.get_device_name(target) if on_gpu else None,
-        "cuda": torch.version.cuda if on_gpu else None,
-    }
-
-
 def environment(device: torch.device | str) -> dict[str, str | None]:
     return {
         "python": platform.python_version(),
@@ -146,9 +112,7 @@ def environment(device: torch.device | str) -> dict[str, str | None]:
         "mil_assert": mil_assert.__version__,
         "git_commit": git_commit(),
         "device": str(device),
-        "device_name": (torch.cuda.get_device_name(torch.device(device))
-                        if torch.device(device).type == "cuda" else platform.processor()
-                        or platform.machine()),
+        "device_name": device_name(device),
         "platform": platform.platform(),
         **compute_environment(device),
     }

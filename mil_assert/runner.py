@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from mil_assert.cells import Model, Run, error_cell, guarded_cell, load_models
 from mil_assert.costs import longest_first, spec_cost
-from mil_assert.harness import resolve_device
+from mil_assert.devices import resolve_device
 from mil_assert.interrupts import signal_of, signals_interrupt
 from mil_assert.isolation import CellWorker, sendable
 from mil_assert.results import CellResult

@@ -324,7 +324,7 @@ def test_under_xdist_the_report_keeps_the_matrix_order(tmp_path):
     """The controller of ``pytest -n`` collects nothing: the default run's models are
     resolved when cells land, so the report and the matrix list them in the run's order,
     not in the order the workers finished them (transmil, started first, lands first)."""
-    from mil_assert.plugin import Suite
+    from mil_assert.session import Suite
 
     suite = Suite(model_option=None, seeds=[0, 1], device_name="cpu", dim=16,
                   base_dir=tmp_path, report_path=None, worker=None)

@@ -22,7 +22,7 @@ import toy_models
 import mil_assert
 import mil_assert.runner
 from mil_assert.cli import main
-from mil_assert.harness import resolve_device
+from mil_assert.devices import resolve_device
 from mil_assert.isolation import CellWorker
 from mil_assert.plugin import worker_index
 

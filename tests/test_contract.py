@@ -135,8 +135,11 @@ def test_one_bag_outputs():
     for shape in ((), (1,), (1, 1)):
         assert bag_logits(torch.full(shape, 0.7), 1, one_bag=True).tolist() == [pytest.approx(0.7)]
     assert bag_logits(torch.tensor([[0.0, 1.0]]), 1, one_bag=True).tolist() == [1.0]
+    for instance_scores in (torch.zeros(5), torch.zeros(5, 1)):
+        with pytest.raises(OutputError, match="5 scores for one bag .* look like instance scores"):
+            bag_logits(instance_scores, 1, one_bag=True)
     with pytest.raises(OutputError, match=r"expected \[\], \[1\], \[1, 1\] or \[1, C\]"):
-        bag_logits(torch.zeros(5, 1), 1, one_bag=True)  # instance scores, not a bag score
+        bag_logits(torch.zeros(2, 3), 1, one_bag=True)
 
 
 # --- one-bag models ----------------------------------------------------------------------
@@ -238,13 +241,33 @@ def test_a_one_bag_model_called_batched_is_told_to_set_input():
     message = check_contract(build_model(spec, 0, 8), 8).message
     assert message.startswith("output: forward failed on a batch of bags of sizes 1-16: "
                               "TypeError: ")
-    assert message.endswith("set @input=bag or @input=bag1")
+    assert message.endswith('judge it one bag at a time: ModelSpec(..., input="bag1") for '
+                            'forward(x [1, N, D]) or input="bag" for forward(x [N, D]); on '
+                            'the command line, file.py:factory@input=bag1')
+
+
+class InstanceScoresOfOneBag(torch.nn.Module):
+    """One bag ``x [1, N, D]`` per call, returning its instance scores ``[N]`` unpooled."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = torch.nn.Linear(dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(x[0]).squeeze(-1)
+
+
+def test_a_one_bag_model_returning_instance_scores_is_told_to_pool_them():
+    spec = mil_assert.ModelSpec(name="unpooled", factory=InstanceScoresOfOneBag, input="bag1")
+    message = check_contract(build_model(spec, 0, 8), 8).message
+    assert "look like instance scores, not a bag score; pool them into one logit" in message
+    assert "output_key" not in message
 
 
 def test_a_model_that_reads_padding_is_pointed_to_one_bag_input():
     message = check_contract(build_model(toy_models.leaks_padding, 0, 8), 8).message
     assert message.startswith("padding: ")
-    assert "judged one unpadded bag at a time with @input=bag1" in message
+    assert 'judged one unpadded bag at a time: ModelSpec(..., input="bag1")' in message
 
 
 def test_probabilities_read_as_logits_are_pointed_to_output_probability():
@@ -252,7 +275,8 @@ def test_probabilities_read_as_logits_are_pointed_to_output_probability():
         "tests/authors_style.py:Attention@input=bag1,"
         "tests/authors_style.py:Attention@input=bag1@output=probability", REPO)
     budget = mil_assert.Budget(n_train_bags=64, n_eval_bags=64, epochs=2)
-    hint = "if forward returns probabilities, set @output=probability"
+    hint = ('if forward returns probabilities, declare output="probability" in its ModelSpec, '
+            'or @output=probability after its name')
     assert hint in run_cell(as_logits, TESTS["single_concept"], [0, 1], budget, 8, CPU).message
     assert hint not in run_cell(as_probabilities, TESTS["single_concept"], [0, 1], budget, 8,
                                 CPU).message

@@ -8,7 +8,8 @@ import toy_models
 
 from mil_assert import harness
 from mil_assert.defaults import Budget
-from mil_assert.harness import resolve_device, run_cell
+from mil_assert.devices import resolve_device
+from mil_assert.harness import run_cell
 from mil_assert.registry import ModelSpec, builtin_models
 from mil_assert.synthetic import TESTS
 
