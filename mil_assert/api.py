@@ -19,7 +19,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, MIN_SEEDS, Budget, seed_list
+from mil_assert.defaults import (
+    DEFAULT_SEEDS,
+    INSTANCE_DIM,
+    MIN_SEEDS,
+    Budget,
+    named_budget,
+    seed_list,
+)
 from mil_assert.files import write_json_atomic
 from mil_assert.interrupts import signal_name
 from mil_assert.loading import select_tests
@@ -147,7 +154,7 @@ def check(
     tests: str | Sequence[str] | None = None,
     seeds: int | Sequence[int] = DEFAULT_SEEDS,
     device: str = "auto",
-    budget: Mapping[str, Any] | None = None,
+    budget: str | Mapping[str, Any] | None = None,
     dim: int = INSTANCE_DIM,
     jobs: int = 1,
     progress: bool = True,
@@ -169,8 +176,11 @@ def check(
         tests: test names (default all four).
         seeds: a number of seeds S (seeds 0..S-1, S >= 2) or the seeds themselves.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        budget: overrides of :class:`~mil_assert.defaults.Budget` fields for every model
-            (a model's own ``ModelSpec.budget`` still applies on top).
+        budget: a named budget (``"default"``, or ``"wsi"``: one bag per step, AdamW;
+            :data:`~mil_assert.defaults.BUDGETS`), or overrides of
+            :class:`~mil_assert.defaults.Budget` fields for every model (``"name"`` picks
+            the budget they override); a model's own ``ModelSpec.budget`` still applies on
+            top.
         dim: instance dimension D of the synthetic bags.
         jobs: worker processes; results equal ``jobs=1``.
         progress: show a progress bar with ETA (tqdm).
@@ -210,7 +220,7 @@ def check(
 
 def prepare(
     models: Any, tests: str | Sequence[str] | None, seeds: int | Sequence[int], device: str,
-    budget: Mapping[str, Any] | None = None, dim: int = INSTANCE_DIM,
+    budget: str | Mapping[str, Any] | None = None, dim: int = INSTANCE_DIM,
     base_dir: str | os.PathLike[str] | None = None, executor: str = "processes",
     address: str | None = None, max_seconds: float | None = None,
     bag_size: int | None = None, instances: str = "gaussian",
@@ -237,7 +247,7 @@ def prepare(
     # a CUDA request without CUDA fails here, once (on Ray: in connect, for the cluster)
     resolved = resolve_device(device) if executor == "processes" else None
     run = Run(seeds=tuple(seed_list(seeds) if isinstance(seeds, int) else _seeds(seeds)),
-              budget=with_time_limit(Budget().with_overrides(budget or {}), max_seconds),
+              budget=with_time_limit(budget_of(budget), max_seconds),
               dim=_dim(dim),
               device=resolved.type if resolved is not None and device == "auto" else device,
               regime=regime)
@@ -246,6 +256,16 @@ def prepare(
 
         run = replace(run, device=connect(address, device))
     return loaded, names, run
+
+
+def budget_of(budget: str | Mapping[str, Any] | None) -> Budget:
+    """The run's budget: a name in :data:`mil_assert.defaults.BUDGETS` (``"wsi"``), or
+    overrides of one (``{"epochs": 30}`` on the default, ``{"name": "wsi", "epochs": 10}``
+    on ``wsi``). Bad names and fields are a ``ValueError`` naming them."""
+    if isinstance(budget, str):
+        return named_budget(budget)
+    overrides = dict(budget or {})
+    return named_budget(overrides.pop("name", "default")).with_overrides(overrides)
 
 
 def with_time_limit(budget: Budget, max_seconds: float | None) -> Budget:

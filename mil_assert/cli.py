@@ -42,6 +42,7 @@ from mil_assert.defaults import (
     BENCHMARK_SEEDS,
     BENCHMARK_SLOW_EPOCHS,
     BENCHMARK_SLOW_SEEDS,
+    BUDGETS,
     DEFAULT_SEEDS,
     INSTANCE_DIM,
     MIN_SEEDS,
@@ -209,8 +210,14 @@ def add_run_options(command: argparse.ArgumentParser, seeds_help: str,
                               "start` here), HOST:PORT or ray://HOST:PORT (default "
                               "$RAY_ADDRESS, else a new local Ray instance)")
     command.add_argument("--max-seconds", type=positive_seconds, default=None, metavar="T",
-                         help="a time limit per seed of training, in seconds (default: none); "
-                              "a seed past it stops and the finished seeds are kept")
+                         help="a time limit of T seconds per seed, one clock for the cell "
+                              "(T x seeds, twice that for label_swap); past it the cell is "
+                              "error, keeping the seeds trained one by one that finished "
+                              "(default: none)")
+    command.add_argument("--budget", choices=tuple(BUDGETS), default="default",
+                         help="the training budget: default (60 epochs, batches of 32, Adam "
+                              "lr 3e-3) or wsi (one bag per step, AdamW lr 2e-4, weight decay "
+                              "1e-5, 25 epochs: as slide models are trained)")
     command.add_argument("--bag-size", type=positive, default=None, metavar="N",
                          help="about N instances per bag, the witnesses unchanged, so the "
                               "witness rate falls as N grows (default: each test's own, ~13)")
@@ -298,12 +305,13 @@ def check_command(args: argparse.Namespace) -> int:
     models, tests, run = prepare(args.models, args.tests, args.seeds, args.device, dim=args.dim,
                                  executor=args.executor, address=args.address,
                                  max_seconds=args.max_seconds, bag_size=args.bag_size,
-                                 instances=args.instances, data=args.data)
+                                 instances=args.instances, data=args.data, budget=args.budget)
     if args.report is not None:
         check_writable(args.report)
     print(f"mil-assert check: {', '.join(m.spec.name for m in models)} on {', '.join(tests)}; "
           f"{len(run.seeds)} seeds per cell; device {run.device}; "
           f"D = {run.regime.instance_dim(run.dim)}; {run.regime.describe()}; "
+          f"budget {run.budget.name}; "
           f"{where_cells_run(args)}", flush=True)
     outcome = run_cells(models, tests, run, jobs=args.jobs, progress=not args.quiet,
                         executor=args.executor, address=args.address)
@@ -336,7 +344,7 @@ def dims_command(args: argparse.Namespace) -> int:
                                  args.seeds, args.device, executor=args.executor,
                                  address=args.address, max_seconds=args.max_seconds,
                                  bag_size=args.bag_size, instances=args.instances,
-                                 data=args.data)
+                                 data=args.data, budget=args.budget)
     seed_list(args.confirm_seeds)
     if args.report is not None:
         check_writable(args.report)

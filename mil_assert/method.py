@@ -64,6 +64,11 @@ def _tex(name: str) -> str:
     return name.replace("_", "\\_")
 
 
+def weight_decay_note(budget: dict[str, Any]) -> str:
+    """``", weight decay 1e-05"`` for a budget with one, else nothing."""
+    return f", weight decay {budget['weight_decay']:g}" if budget.get("weight_decay") else ""
+
+
 def method_text(report: dict[str, Any]) -> str:
     """A methods paragraph in LaTeX-ready prose, with its reproduction command."""
     env = report["environment"]
@@ -98,7 +103,8 @@ def method_text(report: dict[str, Any]) -> str:
         f"{described}. Each model was trained from scratch on {budget['n_train_bags']} "
         f"synthetic training bags of {report['instance_dim']}-dimensional instances for "
         f"{budget['epochs']} epochs (batch size {budget['batch_size']}, "
-        f"{budget['optimizer']}, learning rate {budget['lr']:g}), independently for each "
+        f"{budget['optimizer']}, learning rate {budget['lr']:g}"
+        f"{weight_decay_note(budget)}), independently for each "
         f"of {len(seeds)} seeds ({', '.join(map(str, seeds))}), which seed the data, the "
         f"initial weights and the batch order; it was scored by ROC AUC on "
         f"{budget['n_eval_bags']} fresh validation bags from the training distribution and "

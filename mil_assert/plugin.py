@@ -15,6 +15,7 @@ Options (``pytest --help``, group "mil-assert"; defaults in :mod:`mil_assert.def
     --mil-data=FOLDER    your own bags, on the single_concept poison test
     --mil-report=PATH    write the matrix as JSON (schema mil-assert/report/v1)
     --mil-max-seconds=T  a time limit per seed of training (default: none)
+    --mil-budget=NAME    default | wsi (:data:`mil_assert.defaults.BUDGETS`)
 
 Compliance tests are the functions of :mod:`mil_assert.compliance` (run them anywhere
 with ``pytest --pyargs mil_assert.compliance --mil-model=...``), and any test decorated
@@ -25,13 +26,21 @@ compliance run: other collected tests are deselected.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from mil_assert.checks import MODEL_ARG, TEST_ARG, cell_marks
-from mil_assert.defaults import DEFAULT_SEEDS, INSTANCE_DIM, MIN_SEEDS, Budget, seed_list
+from mil_assert.defaults import (
+    BUDGETS,
+    DEFAULT_SEEDS,
+    INSTANCE_DIM,
+    MIN_SEEDS,
+    named_budget,
+    seed_list,
+)
 from mil_assert.session import DEFAULT_REGIME_OPTIONS, STATE, Suite, settings
 
 if TYPE_CHECKING:
@@ -79,8 +88,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "FOLDER/labels.csv (bag,label), judged on the single_concept "
                          "poison test (the other tests are skipped)")
     group.addoption("--mil-max-seconds", dest="mil_max_seconds", type=float, default=None,
-                    metavar="T", help="a time limit per seed of training, in seconds (default: "
-                                      "none); a seed past it stops, finished seeds are kept")
+                    metavar="T", help="a time limit of T seconds per seed, one clock for the "
+                                      "cell (T x seeds, twice that for label_swap); past it "
+                                      "the cell is error (default: none)")
+    group.addoption("--mil-budget", dest="mil_budget", default="default",
+                    choices=tuple(BUDGETS), metavar="NAME",
+                    help="the training budget: default (60 epochs, batches of 32, Adam lr "
+                         "3e-3) or wsi (one bag per step, AdamW lr 2e-4, weight decay 1e-5, "
+                         "25 epochs)")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -128,7 +143,8 @@ def pytest_configure(config: pytest.Config) -> None:
             device_name=config.getoption("mil_device"), dim=positive_dim(config),
             base_dir=base_dir, report_path=None if report is None else base_dir / report,
             worker=worker_index(config),
-            budget=Budget(max_seconds=config.getoption("mil_max_seconds")),
+            budget=replace(named_budget(config.getoption("mil_budget")),
+                           max_seconds=config.getoption("mil_max_seconds")),
             regime_options={"bag_size": config.getoption("mil_bag_size"),
                             "instances": config.getoption("mil_instances"),
                             "data": config.getoption("mil_data")},

@@ -130,8 +130,9 @@ def settings(suite: Suite) -> str:
     """One line with the run's seeds, device, instance dimension and default budget."""
     budget = suite.budget
     return (f"{len(suite.seeds)} seeds per cell; device {suite.device}; D = {suite.dim}; "
-            f"default budget {budget.epochs} epochs x {budget.n_train_bags} bags, batch "
-            f"{budget.batch_size}, {budget.optimizer} lr {budget.lr:g}"
+            f"{budget.name} budget {budget.epochs} epochs x {budget.n_train_bags} bags, "
+            f"batch {budget.batch_size}, {budget.optimizer} lr {budget.lr:g}"
+            + (f" weight decay {budget.weight_decay:g}" if budget.weight_decay else "")
             + ("" if budget.max_seconds is None else
                f"; time limit {budget.max_seconds:g} s per seed")
             + ("" if suite.regime_options == DEFAULT_REGIME_OPTIONS else

@@ -436,7 +436,7 @@ def test_pytest_stopped_by_sigterm_writes_an_interrupted_report(tmp_path):
     main = subprocess.Popen(
         [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "mil_assert.compliance",
          "--mil-model=models/slow.py:SPEC", "--mil-seeds=2", "--mil-max-seconds=600",
-         "-k", "single_concept or label_swap", f"--mil-report={report}"],
+         "--mil-budget=wsi", "-k", "single_concept or label_swap", f"--mil-report={report}"],
         cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -451,6 +451,7 @@ def test_pytest_stopped_by_sigterm_writes_an_interrupted_report(tmp_path):
     assert main.returncode == 143, out + err
     data = json.loads(report.read_text())
     assert data["results"] == [] and data["budget"]["max_seconds"] == 600.0
+    assert (data["budget"]["name"], data["budget"]["batch_size"]) == ("wsi", 1)
     assert data["interrupted"]["by"] == "SIGTERM"
     assert (data["interrupted"]["finished"], data["interrupted"]["missing"]) == (0, 2)
     assert list(data["tests"]) == ["single_concept", "label_swap"]

@@ -208,3 +208,45 @@ def test_a_misspelled_option_names_the_option_it_resembles(target, tmp_path):
         target = f"{tmp_path / 'kw.py'}:build"
     with pytest.raises(ModelSpecError, match="unknown option 'inptu' \\(did you mean input\\?\\)"):
         resolve_models(f"{target}@inptu=bag1", REPO)
+
+
+# --- named budgets on every route -----------------------------------------------------------
+
+def test_the_wsi_budget_reaches_every_route(tmp_path):
+    """One bag per step, AdamW at the slide papers' lr and weight decay, named in the report
+    (the model's own fields still override it)."""
+    main(["check", f"{TOY}:tiny_max", "--tests", "single_concept", "--seeds", "2", "--quiet",
+          "--budget", "wsi", "--report", str(tmp_path / "r.json")])
+    budget = json.loads((tmp_path / "r.json").read_text())["budget"]
+    assert (budget["name"], budget["batch_size"], budget["optimizer"], budget["lr"],
+            budget["weight_decay"]) == ("wsi", 1, "adamw", 2e-4, 1e-5)
+    [result] = mil_assert.check(toy_models.tiny_max, tests="single_concept", seeds=2,
+                                progress=False, budget="wsi").results
+    assert result.budget_overrides == toy_models.TINY_BUDGET  # its own epochs and bags
+    assert mil_assert.check(toy_models.tiny_max, tests="single_concept", seeds=2, progress=False,
+                            budget={"name": "wsi", "lr": 1e-3}).budget.lr == 1e-3
+    with pytest.raises(ValueError, match="unknown budget 'slides': use one of default, wsi"):
+        mil_assert.check(toy_models.tiny_max, budget="slides", progress=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "abmil", "--budget", "slides"])
+    assert exit_info.value.code == 2
+
+
+def test_the_wsi_budget_trains_one_bag_per_step(monkeypatch):
+    steps = []
+    original = torch.optim.AdamW.step
+
+    def counted(self, *args, **kwargs):
+        steps.append(self.param_groups[0]["weight_decay"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counted)
+    from mil_assert.defaults import named_budget
+    from mil_assert.harness import run_cell
+    from mil_assert.synthetic import TESTS
+
+    budget = named_budget("wsi").with_overrides({"n_train_bags": 8, "n_eval_bags": 8,
+                                                 "epochs": 2})
+    spec = ModelSpec(name="max", factory=toy_models.InstanceMax)
+    run_cell(spec, TESTS["single_concept"], [0, 1], budget, 8, torch.device("cpu"))
+    assert steps == [1e-5] * (8 * 2)  # one step per bag per epoch, the seeds stacked
