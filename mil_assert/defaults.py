@@ -53,8 +53,8 @@ class Budget:
             and the message says how far the others got. It never changes a verdict
             otherwise.
         restarts: trainings per seed from independent initialisations, the one with the
-            highest validation AUC kept (1: one start; a run at ``--bag-size N`` above
-            100 raises it, :data:`RESTARTS_BY_BAG_SIZE`).
+            highest validation AUC kept; ``None`` (the default): by the bags' size,
+            :data:`RESTARTS_BY_BAG_SIZE` (one start at the tests' own sizes).
         name: the named budget these fields started from (:data:`BUDGETS`), recorded in
             the report.
     """
@@ -69,12 +69,14 @@ class Budget:
     lr_schedule: str = "constant"
     warmup_epochs: int = 0
     max_seconds: float | None = None
-    restarts: int = 1
+    restarts: int | None = None
     name: str = "default"
 
     def __post_init__(self) -> None:
         for name in ("n_train_bags", "n_eval_bags", "epochs", "batch_size", "restarts"):
             value = getattr(self, name)
+            if name == "restarts" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"budget field {name} must be a positive integer, got {value!r}")
         if self.optimizer not in ("adam", "adamw"):

@@ -554,7 +554,7 @@ def run_cell(
     control_skipped: str | None = None
     try:
         cell_budget = budget.with_overrides(spec.budget)
-        if "restarts" not in spec.budget and cell_budget.restarts == 1:
+        if cell_budget.restarts is None:
             cell_budget = replace(cell_budget, restarts=restarts_for(regime.bag_size))
         starts = cell_budget.restarts
         deadline = cell_deadline(cell_budget, started, len(seeds) * starts, test.kind)

@@ -178,3 +178,6 @@ def test_a_large_bag_size_trains_more_starts(tmp_path):
                               seeds=2, bag_size=150, progress=False)
     [cell] = report.results
     assert "best of 3 starts per seed on validation AUC" in cell.training
+    one = mil_assert.check("tests/toy_models.py:tiny_max", tests="single_concept", seeds=2,
+                           bag_size=150, budget={"restarts": 1}, progress=False)
+    assert "starts" not in one.results[0].training  # the run's own choice wins
