@@ -80,6 +80,7 @@ from mil_assert.report import (
     training_lines,
 )
 from mil_assert.results import LEARNED_NOTHING_STATUS
+from mil_assert.sweep import SCHEMA as SWEEP_SCHEMA
 from mil_assert.synthetic import TESTS
 from mil_assert.synthetic.regime import INSTANCES
 
@@ -139,6 +140,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"seeds of positive controls and of cells fragile or near a "
                            f"threshold (default {CONFIRM_SEEDS})")
 
+    regimes = commands.add_parser(
+        "sweep", help="the verdicts at several bag sizes, instance kinds, data folders, "
+                      "dimensions and budgets, one axis at a time, in one JSON; exit 0 when "
+                      "every point's gate passes")
+    regimes.add_argument("models", nargs="+", metavar="MODEL", help="as for check")
+    add_run_options(regimes, f"seeds per cell, at least {MIN_SEEDS} (default {DEFAULT_SEEDS})",
+                    "write the sweep (after every point)", regime=False)
+    regimes.add_argument("--bag-sizes", default="default", metavar="N,...",
+                         help="bag sizes; default is the tests' own (~13) (default: default)")
+    regimes.add_argument("--instances", default="gaussian", metavar="KIND,...",
+                         help=f"instance kinds among {', '.join(INSTANCES)} (default gaussian)")
+    regimes.add_argument("--data", default="", metavar="FOLDER,...",
+                         help="folders of your own bags, each judged on single_concept")
+    regimes.add_argument("--dims", default=str(INSTANCE_DIM), metavar="D,...",
+                         help=f"instance dimensions of the synthetic bags; the first is "
+                              f"every regime's (default {INSTANCE_DIM})")
+    regimes.add_argument("--budgets", default="default", metavar="NAME,...",
+                         help=f"budgets among {', '.join(BUDGETS)}, each regime judged under "
+                              f"each (default: default)")
+
     show = commands.add_parser(
         "render", help="a report's matrix as Markdown, LaTeX (booktabs) or CSV, its figure "
                        "(PNG), a methods paragraph or BibTeX; or all of them")
@@ -189,8 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_run_options(command: argparse.ArgumentParser, seeds_help: str,
-                    report_help: str) -> None:
-    """The options ``check`` and ``dims`` share: tests, seeds, device, report, jobs, quiet."""
+                    report_help: str, regime: bool = True) -> None:
+    """The options ``check``, ``dims`` and ``sweep`` share: tests, seeds, device, report,
+    jobs, executor, time limit, quiet; with ``regime``, one bag size, instance kind, data
+    folder and budget (``sweep`` takes lists of them instead)."""
     command.add_argument("--tests", default=None, metavar="T,...",
                          help=f"comma-separated tests (default all: {', '.join(TESTS)})")
     command.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="S",
@@ -214,6 +237,9 @@ def add_run_options(command: argparse.ArgumentParser, seeds_help: str,
                               "(T x seeds, twice that for label_swap); past it the cell is "
                               "error, keeping the seeds trained one by one that finished "
                               "(default: none)")
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
+    if not regime:
+        return
     command.add_argument("--budget", choices=tuple(BUDGETS), default="default",
                          help="the training budget: default (60 epochs, batches of 32, Adam "
                               "lr 3e-3) or wsi (one bag per step, AdamW lr 2e-4, weight decay "
@@ -228,7 +254,6 @@ def add_run_options(command: argparse.ArgumentParser, seeds_help: str,
                          help="your own bags: FOLDER/BAG.pt (a float tensor [N, D] each) and "
                               "FOLDER/labels.csv (bag,label), judged on the single_concept "
                               "poison test")
-    command.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def where_cells_run(args: argparse.Namespace) -> str:
@@ -366,12 +391,89 @@ def dims_command(args: argparse.Namespace) -> int:
     return 0 if sweep_passed(data) else 1
 
 
+def sweep_command(args: argparse.Namespace) -> int:
+    from mil_assert.api import prepare
+    from mil_assert.sweep import cells_at, gate_failures, sweep_points, sweep_table
+    from mil_assert.sweep import sweep as regime_sweep
+
+    points = sweep_points(
+        check_dims(args.dims.split(",")),
+        [None if size.strip() == "default" else positive_size(size)
+         for size in args.bag_sizes.split(",")],
+        choices_of(args.instances, INSTANCES, "--instances"),
+        [str(Path(folder).expanduser().resolve()) for folder in args.data.split(",")
+         if folder.strip()],
+        choices_of(args.budgets, tuple(BUDGETS), "--budgets"))
+    models, tests, run = prepare(args.models, args.tests, args.seeds, args.device,
+                                 executor=args.executor, address=args.address,
+                                 max_seconds=args.max_seconds)
+    for point in points:  # every data folder and option is checked before any training
+        applicable = cells_at(point, tests)
+        if not applicable:
+            raise ValueError(f"{point.label}: none of the tests {', '.join(tests)} can be "
+                             f"built there; add single_concept to --tests")
+        point.regime.instance_dim(point.dim)
+    if args.report is not None:
+        check_writable(args.report)
+    print(f"mil-assert sweep: {', '.join(m.spec.name for m in models)} on "
+          f"{', '.join(tests)}; {len(points)} points; {len(run.seeds)} seeds per cell; "
+          f"device {run.device}; {where_cells_run(args)}", flush=True)
+    with signals_interrupt():
+        data = regime_sweep(models, tests, run, points, jobs=args.jobs,
+                            progress=not args.quiet, report=args.report,
+                            executor=args.executor, address=args.address)
+    print(sweep_table(data))
+    failures = gate_failures(data)
+    for line in failures:
+        print(f"FAILED {line}")
+    if args.report is not None:
+        print(f"sweep written to {args.report}")
+    if data["interrupted"]:
+        stopped_by = last_stop_signal() or signal.SIGINT
+        print(f"mil-assert: interrupted ({signal_name(stopped_by)})", file=sys.stderr)
+        return exit_status(stopped_by)
+    return 1 if failures else 0
+
+
+def positive_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"--bag-sizes: {text.strip()!r} is not a positive number of "
+                         f"instances or 'default'")
+    return value
+
+
+def choices_of(text: str, choices: Sequence[str], option: str) -> list[str]:
+    """The comma-separated names of ``option``, each one of ``choices``."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in choices]
+    if unknown or not names:
+        raise ValueError(f"{option}: {', '.join(unknown) or 'nothing given'}: use "
+                         f"{', '.join(choices)}")
+    return names
+
+
 def render_command(args: argparse.Namespace) -> None:
     data = read_json(args.report)
     if isinstance(data, dict) and data.get("schema") == DIMS_SCHEMA:
         if args.format != "md":
             raise ReportError(f"{args.report} is a dimension sweep; render it with --format md")
         text = format_sweep(load_dimensions(args.report, data))
+        if args.output:
+            write_text_atomic(text, args.output)
+        else:
+            sys.stdout.write(text)
+        return
+    if isinstance(data, dict) and data.get("schema") == SWEEP_SCHEMA:
+        if args.format != "md":
+            raise ReportError(f"{args.report} is a sweep over regimes; render it with "
+                              f"--format md, or render one point's report")
+        from mil_assert.sweep import sweep_table
+
+        text = sweep_table(data) + "\n"
         if args.output:
             write_text_atomic(text, args.output)
         else:
@@ -406,6 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_command(args)
         if args.command == "dims":
             return dims_command(args)
+        if args.command == "sweep":
+            return sweep_command(args)
         if args.command == "render":
             render_command(args)
         elif args.command == "benchmark":
