@@ -4,7 +4,7 @@ Published MIL systems train with more than a loss: an EMA teacher updated after 
 step (MHIM-MIL), a masking ratio or loss weight that follows the epoch, prototypes
 updated from some epoch on (INS), a loss over the bags of a mini-batch (SC-MIL), several
 bags packed into one sequence (PackMIL), a cosine learning-rate schedule with warm-up
-(ACMIL, AEM, RRT-MIL), a first stage that trains a baseline. A model says what it does
+(ACMIL, AEM), a first stage that trains a baseline. A model says what it does
 with optional methods, in the spirit of Lightning's hooks and torchmil's
 ``compute_loss``; the harness calls them from its one training loop
 (:func:`mil_assert.harness.fit`). The fixed budget is the same for every model: a

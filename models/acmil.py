@@ -27,8 +27,9 @@ to 0 without warm-up (their configs set ``warmup_epoch: 0``). Embedding width 12
 authors' ``D_inner`` for 384-d features (256 for 512-d ones).
 Simplified: one logit and binary cross-entropy instead of a two-way softmax (the same
 model for two classes); per bag, ``n_masked_patch`` is cut to the bag's real instances
-(as the authors cut it to ``N``); their AdamW (lr 2e-4, weight decay 1e-5, batch of one
-bag) is the suite's fixed budget (Adam, lr 3e-3, 32 bags) with their cosine schedule.
+(as the authors cut it to ``N``); their AdamW (lr 1e-4, weight decay 1e-5, one bag per
+step, 50 epochs: ``config/camelyon_config.yml``) is the suite's fixed budget (Adam, lr
+3e-3, 32 bags) with their cosine schedule (``--budget wsi`` is the nearest named budget).
 
 What its pooling can express: weighted means, like ABMIL; masking the top instances in
 training spreads the attention but the slide logit is still a softmax-weighted mean.

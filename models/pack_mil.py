@@ -36,8 +36,10 @@ bag-level prediction at inference.
 Simplified, for bags of 1-50 instances instead of thousands:
 - ``min_seq_len = 4`` and ``pack_len = 128`` instances (the authors: 128 and 2400, with
   bags far larger than both);
-- no ADS down-sampling of the dropped instances (the authors' BRCA configuration pools
-  them 4 to 1 with a learned attention; the residual branch here sees them as they are);
+- no ADS down-sampling (the authors' BRCA configuration, ``pack_downsample_mode: ads``
+  with ``r = 4``, pools instances 4 to 1 with a learned attention in both halves of every
+  bag in training, the kept and the dropped, and the whole bag at inference; here every
+  instance is seen as it is, since bags of 1-50 instances leave nothing to thin);
 - the split draws are made instance by instance (``models/_draws.py``), so padding a
   batch never changes which instances are kept.
 
@@ -59,12 +61,12 @@ from mil_assert.models._pooling import masked_softmax
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25,
                gamma: float = 2.0) -> torch.Tensor:
-    """Sigmoid focal loss (Lin et al., ICCV 2017), mean over all entries."""
+    """Sigmoid focal loss (Lin et al., ICCV 2017), mean over all entries, as the authors'
+    ``FocalLoss`` computes it: one weight ``alpha`` for every entry, whatever its class
+    (not Lin et al.'s ``alpha`` for positives and ``1 - alpha`` for negatives), and the
+    probability of the target ``exp(-BCE)``."""
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p = torch.sigmoid(logits)
-    p_true = p * target + (1 - p) * (1 - target)
-    weight = alpha * target + (1 - alpha) * (1 - target)
-    return (weight * (1 - p_true) ** gamma * bce).mean()
+    return (alpha * (1 - torch.exp(-bce)) ** gamma * bce).mean()
 
 
 def pack(select: torch.Tensor, pack_len: int) -> tuple[torch.Tensor, torch.Tensor]:
