@@ -28,8 +28,11 @@ real instances of a mini-batch of bags):
   (m = 0.9, one instance after another, as the authors' loop does) and is re-normalised;
 - the stage starts after epoch ``prot_start`` (``on_train_epoch_end``).
 
-The bag score is the mean of the instances' positive-class probabilities (the bag AUC the
-authors' evaluation computes); the logit is its log-odds.
+The bag score is the mean of the instances' positive-class probabilities (the main bag
+AUC of the authors' CAMELYON16 script ``train_withbag_cam.py``; ``bag_score="max"``, the
+built-in ``ins_max``, takes their maximum instead, the bag score of their feature-input
+script ``train_onlybag_feat_by_bagcls.py``, which the CAMELYON16 script also computes);
+the logit is its log-odds. Training is the same for both.
 
 Shapes: ``X`` float ``[B, N, D]``, ``mask`` bool ``[B, N]`` -> bag logits ``[B]``. In
 ``batch_loss`` the ``I`` real instances of the batch are flattened: logits ``[I, 2]``,
@@ -73,6 +76,7 @@ from torch import nn
 
 from mil_assert import Expected, ModelSpec
 from mil_assert.models._draws import instance_normal
+from mil_assert.models._pooling import masked_max
 
 
 class InstanceNet(nn.Module):
@@ -112,8 +116,12 @@ class INS(nn.Module):
     def __init__(self, dim: int, width: int = 64, low_dim: int = 128, queue: int = 1024,
                  moco_m: float = 0.999, proto_m: float = 0.9, temperature: float = 0.07,
                  loss_weight: float = 0.5, prot_start: int = 1, noise: float = 0.1,
-                 conf_ema_range: tuple[float, float] = (0.95, 0.8)) -> None:
+                 conf_ema_range: tuple[float, float] = (0.95, 0.8),
+                 bag_score: str = "mean") -> None:
         super().__init__()
+        if bag_score not in ("mean", "max"):
+            raise ValueError(f"bag_score={bag_score!r}: use 'mean' or 'max'")
+        self.bag_score = bag_score
         self.net = InstanceNet(dim, width, low_dim)
         self.key_net = copy.deepcopy(self.net)
         for parameter in self.key_net.parameters():
@@ -133,8 +141,11 @@ class INS(nn.Module):
 
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits, _ = self.net(X)
-        positive = logits.softmax(-1)[..., 1] * mask  # [B, N]
-        p = positive.sum(1) / mask.sum(1).clamp(min=1)
+        positive = logits.softmax(-1)[..., 1]  # [B, N]
+        if self.bag_score == "max":
+            p = masked_max(positive, mask)
+        else:
+            p = (positive * mask).sum(1) / mask.sum(1).clamp(min=1)
         p = p.clamp(1e-6, 1 - 1e-6)
         return torch.log(p) - torch.log1p(-p)
 
