@@ -13,7 +13,9 @@ predictor. The procedure, inside the suite's fixed budget:
 1. first stage (epochs ``0 .. E/2 - 1``): the base trains alone (the authors' ``pure``
    baseline that initialises the teacher);
 2. at the end of epoch ``E/2 - 1`` (``on_train_epoch_end``) the teacher becomes a copy of
-   the trained base, and the student continues from it;
+   the trained base; the student keeps the base's first layer (the embedding, the
+   authors' ``patch_to_emb``) and starts its attention and predictor afresh, as the
+   authors' Camelyon16 command does (``--init_stu_type=fc``);
 3. second stage: for each bag the teacher (same architecture, no gradient, in training
    mode as in the authors' loop) scores the instances; the student sees the bag with a
    random half of its instances masked (``mask_ratio = 0.5``) and, of the teacher's
@@ -24,7 +26,17 @@ predictor. The procedure, inside the suite's fixed budget:
    teacher's bag embedding (softmax at temperature 0.1) and the student's (temperature 1),
    the consistency loss;
 4. after every optimiser step of the second stage (``on_train_batch_end``) the teacher
-   moves towards the student, ``teacher = m * teacher + (1 - m) * student``, ``m = 0.9999``.
+   moves towards the student, ``teacher = m * teacher + (1 - m) * student``. The authors'
+   ``m = 0.9999`` acts over their run: about 53,200 steps (200 epochs, the default
+   ``num_epoch``, over the 266 training slides of a 3-fold split of Camelyon16's 399, one
+   slide per step), after which the teacher keeps ``0.9999^53200 = 0.5%`` of its start.
+   Here the second stage has ``S`` steps (480 in the default budget), and ``m =
+   0.9999^(53200 / S)`` (0.9890 at 480) leaves the same 0.5%: the teacher follows the
+   student over the stage as theirs does over their run (at 0.9999 over 480 steps it
+   would keep 95% of the baseline);
+5. the learning rate follows the authors' default schedule (``lr_sche cosine``: cosine
+   annealing to 0 over the run's epochs, stepped per epoch) within each stage, the
+   baseline's and MHIM's, as their two runs each have their own (``lr_factor``).
 
 Inference: the student on the whole bag.
 
@@ -35,16 +47,16 @@ Faithful: the ABMIL base of the authors' ``DAttention`` (width 512, attention wi
 ReLU, no biases, dropout 0.25 after the embedding), the teacher initialised from a trained
 baseline, the masking ratios, schedule, consistency loss, temperatures and weights of the
 authors' ABMIL command for Camelyon16 (``cl_alpha 0.1, mask_ratio_h 0.01, mask_ratio_hr
-0.5, mrh_sche, mask_ratio 0.5``), EMA momentum 0.9999 after every step.
+0.5, mrh_sche, init_stu_type fc, mask_ratio 0.5``), an EMA step after every optimiser
+step, the cosine learning-rate schedule of their ``main.py``.
 Simplified: the baseline and MHIM training share the one fixed budget (half each) instead
-of a separate 200-epoch baseline run; the student continues from the baseline entirely
-(the code's ``init_stu_type=all``; the Camelyon16 command copies only the first layer);
-one logit and BCE instead of a two-way softmax; when the masks would remove every real
-instance of a very small bag the student sees the whole bag (the authors' code would
-give an empty bag); the random draws are laid out instance-major so padding never
-changes them (models/_draws.py). With 480 second-stage steps and ``m = 0.9999`` the
-teacher moves about 5% of the way towards the student: it stays close to the baseline,
-as the authors' teacher starts from one.
+of a separate 200-epoch baseline run, so the second stage continues the first stage's
+optimiser (its Adam moments) where the authors start a new one, at the suite's Adam lr
+3e-3 (theirs: 2e-4, weight decay 1e-5); the EMA momentum is rescaled to the stage's
+length (above); one logit and BCE instead of a two-way softmax; when the masks would
+remove every real instance of a very small bag the student sees the whole bag (the
+authors' code would give an empty bag); the random draws are laid out instance-major so
+padding never changes them (models/_draws.py).
 
 What its pooling can express: a softmax-weighted mean, like ABMIL; masking the teacher's
 top instances makes the student find more evidence, but the evidence is still pooled by a
@@ -63,6 +75,10 @@ from torch.nn.functional import binary_cross_entropy_with_logits, log_softmax, s
 from mil_assert import Expected, ModelSpec
 from mil_assert.models._draws import instance_dropout, instance_uniform
 from mil_assert.models._pooling import masked_softmax
+
+AUTHORS_STEPS = 200 * 266
+"""Optimiser steps of the authors' Camelyon16 run: ``num_epoch`` 200 (their default) over
+the 266 training slides of a 3-fold split of the 399 slides, one slide per step."""
 
 
 class AttentionBase(nn.Module):
@@ -93,7 +109,8 @@ class MHIMMIL(nn.Module):
     def __init__(self, dim: int, width: int = 512, attention_width: int = 128,
                  dropout: float = 0.25, mask_ratio: float = 0.5, mask_ratio_h: float = 0.01,
                  mask_ratio_hr: float = 0.5, consistency_weight: float = 0.1,
-                 teacher_temperature: float = 0.1, momentum: float = 0.9999) -> None:
+                 teacher_temperature: float = 0.1, momentum: float = 0.9999,
+                 authors_steps: int = AUTHORS_STEPS) -> None:
         super().__init__()
         self.student = AttentionBase(dim, width, attention_width, dropout)
         self.predictor = nn.Linear(width, 1)
@@ -109,6 +126,8 @@ class MHIMMIL(nn.Module):
         self.consistency_weight = consistency_weight
         self.teacher_temperature = teacher_temperature
         self.momentum = momentum
+        self.authors_steps = authors_steps
+        self.stage_momentum = momentum  # rescaled to the second stage's steps at its start
         self.teacher_on = False  # second stage
         self.high_ratio = mask_ratio_h  # mask_ratio_h for the coming step
         self.stage_start = 0  # first step of the second stage
@@ -144,14 +163,29 @@ class MHIMMIL(nn.Module):
         return (binary_cross_entropy_with_logits(logits, y, reduction="none")
                 + self.consistency_weight * consistency)
 
+    def lr_factor(self, progress) -> float:
+        """Cosine annealing to 0 within each stage, stepped per epoch (``lr_sche cosine``)."""
+        first = max(1, progress.epochs // 2) if progress.epochs > 1 else progress.epochs
+        epoch, length = ((progress.epoch, first) if progress.epoch < first
+                         else (progress.epoch - first, progress.epochs - first))
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / length))
+
     @torch.no_grad()
     def on_train_epoch_end(self, progress) -> None:
-        """End of the first stage: the teacher starts from the trained base."""
+        """End of the first stage: the teacher starts from the trained base, the student
+        from its first layer (``init_stu_type=fc``)."""
         if progress.epoch + 1 == max(1, progress.epochs // 2) and progress.epochs > 1:
             self.teacher.load_state_dict(self.student.state_dict())
+            for layer in (*self.student.attention, self.predictor):
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_normal_(layer.weight)
+                    if layer.bias is not None:
+                        nn.init.zeros_(layer.bias)
             self.teacher_on = True
             self.high_ratio = self.mask_ratio_h
             self.stage_start = (progress.epoch + 1) * progress.steps_per_epoch
+            stage_steps = max(1, progress.total_steps - self.stage_start)
+            self.stage_momentum = self.momentum ** (self.authors_steps / stage_steps)
 
     @torch.no_grad()
     def on_train_batch_end(self, progress) -> None:
@@ -160,7 +194,8 @@ class MHIMMIL(nn.Module):
             return
         for teacher, student in zip(self.teacher.parameters(), self.student.parameters(),
                                     strict=True):
-            teacher.mul_(self.momentum).add_(student.detach(), alpha=1.0 - self.momentum)
+            teacher.mul_(self.stage_momentum).add_(student.detach(),
+                                                   alpha=1.0 - self.stage_momentum)
         steps = max(1, progress.total_steps - self.stage_start)
         done = progress.step + 1 - self.stage_start
         self.high_ratio = 0.5 * self.mask_ratio_h * (1.0 + math.cos(math.pi * done / steps))

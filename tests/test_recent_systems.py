@@ -174,21 +174,43 @@ class TestMHIMMIL:
         return MHIMMIL(DIM, width=16, attention_width=8, **options)
 
     def test_first_stage_ends_with_the_teacher_a_copy_of_the_base(self):
+        """And the student keeps only the base's first layer (``init_stu_type=fc``)."""
         model = self.model()
         with torch.no_grad():
-            for parameter in model.student.parameters():
+            for parameter in model.parameters():
                 parameter.add_(1.0)
+        base = {name: p.clone() for name, p in model.student.named_parameters()}
+        trained_predictor = model.predictor.weight.clone()
         model.on_train_epoch_end(progress(epoch=0, step=2))  # epoch 1 of 4 ends: stage 1
         assert not model.teacher_on
         model.on_train_epoch_end(progress(epoch=1, step=5))  # epoch E/2 = 2 ends
         assert model.teacher_on and model.stage_start == 6
-        for teacher, student in zip(model.teacher.parameters(), model.student.parameters(),
-                                    strict=True):
-            torch.testing.assert_close(teacher, student)
+        for name, teacher in model.teacher.named_parameters():
+            torch.testing.assert_close(teacher, base[name])
             assert not teacher.requires_grad
+        for name, student in model.student.named_parameters():
+            kept = name.startswith("embed.")
+            assert torch.equal(student, base[name]) == kept, name
+        assert float(model.predictor.bias.detach().abs().sum()) == 0.0  # started afresh
+        assert not torch.equal(model.predictor.weight, trained_predictor)
+
+    def test_the_teachers_momentum_means_over_the_stage_what_the_authors_means(self):
+        model = self.model()
+        model.on_train_epoch_end(progress(epoch=1, step=5, epochs=4, steps_per_epoch=3))
+        stage_steps = 6
+        assert model.stage_momentum == pytest.approx(0.9999 ** (200 * 266 / stage_steps))
+        # what the teacher keeps of its start at the end: the same here as theirs
+        assert model.stage_momentum ** stage_steps == pytest.approx(0.9999 ** (200 * 266))
+        assert 0.9999 ** (200 * 266) == pytest.approx(0.0049, abs=1e-4)
+
+    def test_the_learning_rate_anneals_within_each_stage(self):
+        model = self.model()
+        factors = [model.lr_factor(progress(epoch=e, step=3 * e, epochs=6)) for e in range(6)]
+        first = [0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)]
+        assert factors == pytest.approx(first + first)
 
     def test_ema_teacher_moves_towards_the_student_after_each_step(self):
-        model = self.model(momentum=0.9)
+        model = self.model(momentum=0.9, authors_steps=6)  # 6 stage steps: m stays 0.9
         model.on_train_epoch_end(progress(epoch=1, step=5))
         with torch.no_grad():
             for parameter in model.student.parameters():
@@ -227,14 +249,14 @@ class TestMHIMMIL:
         model = self.model(mask_ratio=0.0, mask_ratio_h=0.0, dropout=0.0)
         X, mask = batch([6, 8])
         y = torch.tensor([1.0, 0.0])
-        stage_one = model.loss(X, mask, y)
+        torch.testing.assert_close(model.loss(X, mask, y), bce_by_hand(model(X, mask), y))
         model.on_train_epoch_end(progress(epoch=1, step=5))
         model.high_ratio = 0.0
         stage_two = model.loss(X, mask, y)
-        z = model.student(X, mask)[0]
-        target = torch.softmax(z / 0.1, dim=-1)
-        consistency = -(target * torch.log_softmax(z, dim=-1)).sum(-1)
-        torch.testing.assert_close(stage_two, stage_one + 0.1 * consistency)
+        target = torch.softmax(model.teacher(X, mask)[0] / 0.1, dim=-1)
+        consistency = -(target * torch.log_softmax(model.student(X, mask)[0], dim=-1)).sum(-1)
+        torch.testing.assert_close(stage_two, bce_by_hand(model(X, mask), y)
+                                   + 0.1 * consistency)
 
 
 class TestAEM:
