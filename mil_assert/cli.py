@@ -176,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
                                               "tests, run with the same budget and data")
     merge.add_argument("reports", nargs="+", help="two or more JSON reports")
     merge.add_argument("-o", "--output", required=True, help="the merged JSON report")
+    merge.add_argument("--replace", action="store_true",
+                       help="a later report's cell replaces an earlier one's of the same "
+                            "model and test (a model measured again)")
+
+    rejudge = commands.add_parser(
+        "rejudge", help="judge a saved report's trained AUCs again by this version's verdict "
+                        "rule, without training; the earlier rule is kept in the report")
+    rejudge.add_argument("report", help="a JSON report")
+    rejudge.add_argument("-o", "--output", required=True, help="the rejudged JSON report")
 
     bags = commands.add_parser(
         "bags-from-csv", help="turn a CSV of instances (label,bag,features...; the classic MIL "
@@ -519,8 +528,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             count = bags_from_csv(args.csv, args.folder, args.standardize)
             print(f"{count} bags written to {args.folder} (use --data {args.folder})")
+        elif args.command == "rejudge":
+            from mil_assert.rejudge import rejudge_report
+
+            rejudged = rejudge_report(load_report(args.report))
+            write_json_atomic(rejudged, args.output)
+            changes = rejudged["rejudged"]["changed"]
+            for change in changes:
+                print(f"{change['model']} / {change['test']}: {change['from']} -> "
+                      f"{change['to']}")
+            print(f"{len(changes)} verdict(s) changed; written to {args.output}")
         else:
-            merged = merge_reports([(path, load_report(path)) for path in args.reports])
+            merged = merge_reports([(path, load_report(path)) for path in args.reports],
+                                   replace=args.replace)
             write_json_atomic(merged, args.output)
             print(f"merged {len(args.reports)} reports ({len(merged['results'])} cells) "
                   f"into {args.output}")

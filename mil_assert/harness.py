@@ -521,6 +521,25 @@ def skip_words(kind: str, val_aucs: Sequence[float], test_aucs: Sequence[float],
     return words
 
 
+def finished_verdict(test: AlgorithmicTest, val_aucs: Sequence[float],
+                     test_aucs: Sequence[float], control_aucs: Sequence[float] | None,
+                     ) -> tuple[str, str, str | None]:
+    """``(verdict, message, control_skipped)`` of a cell whose seeds all finished: the
+    verdict rule on its per-seed AUCs. An ``unlearnable`` cell without control AUCs was
+    settled without its control (:func:`verdict_whatever_the_control`); ``control_skipped``
+    then says why, else it is ``None``."""
+    if test.kind == "unlearnable" and not control_aucs:
+        settled = verdict_whatever_the_control(test.kind, val_aucs, test_aucs,
+                                               test.partial_rule_auc)
+        if settled is not None:
+            skipped = skip_words(test.kind, val_aucs, test_aucs, test.partial_rule_auc)
+            return settled[0], f"{settled[1]}; capacity control skipped: {skipped}", skipped
+    verdict, message = judge(test.kind, val_aucs, test_aucs,
+                             control_aucs if test.kind == "unlearnable" else None,
+                             test.partial_rule_auc)
+    return verdict, message, None
+
+
 def run_cell(
     spec: ModelSpec, test: AlgorithmicTest, seeds: Sequence[int], budget: Budget, dim: int,
     device: torch.device, progress: Callable[[float], None] | None = None,
@@ -550,7 +569,6 @@ def run_cell(
     contract: ContractOutcome | None = None
     clock: CellClock | None = None
     probabilities = False
-    settled: tuple[str, str] | None = None
     control_skipped: str | None = None
     try:
         cell_budget = budget.with_overrides(spec.budget)
@@ -579,11 +597,8 @@ def run_cell(
             tasks.append(("control, ", None))
         for label, task_splits in tasks:
             if task_splits is None:
-                settled = verdict_whatever_the_control(test.kind, val_aucs, test_aucs,
-                                                       test.partial_rule_auc)
-                if settled is not None:
-                    control_skipped = skip_words(test.kind, val_aucs, test_aucs,
-                                                 test.partial_rule_auc)
+                if verdict_whatever_the_control(test.kind, val_aucs, test_aucs,
+                                                test.partial_rule_auc) is not None:
                     if clock is not None:
                         clock.skip_rest()
                     break
@@ -626,13 +641,8 @@ def run_cell(
             if starts > 1:
                 how += (f"; {label}best of {starts} starts per seed on validation AUC (starts "
                         f"{', '.join(str(m % starts) for m in best)})")
-        if settled is not None:
-            verdict, message = settled
-            message += f"; capacity control skipped: {control_skipped}"
-        else:
-            verdict, message = judge(test.kind, val_aucs, test_aucs,
-                                     control_aucs if test.kind == "unlearnable" else None,
-                                     test.partial_rule_auc)
+        verdict, message, control_skipped = finished_verdict(test, val_aucs, test_aucs,
+                                                             control_aucs)
         if probabilities and spec.output == "logit":
             message += (" (every validation logit lies in [0, 1] after training: if forward "
                         "returns probabilities, declare output=\"probability\" in its ModelSpec, "

@@ -187,6 +187,15 @@ RESULT_KEYS = ("model", "test", "verdict", "val_auc", "test_auc", "message")
 COMPARABLE_KEYS = ("budget", "instance_dim", "seeds", "verdict_rule")
 
 
+def comparable(report: dict[str, Any], key: str) -> Any:
+    """``report[key]`` as two reports are compared for a merge: a budget with every field,
+    those an older version did not record at their defaults."""
+    value = report.get(key)
+    if key == "budget" and isinstance(value, dict):
+        return {**Budget().as_dict(), **value}
+    return value
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     """A JSON file's content; an unreadable or invalid file is a :class:`ReportError`."""
     source = Path(path)
@@ -230,18 +239,22 @@ def report_models(data: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(result["model"] for result in data["results"]))
 
 
-def merge_reports(reports: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+def merge_reports(reports: Sequence[tuple[str, dict[str, Any]]],
+                  replace: bool = False) -> dict[str, Any]:
     """One report from several ``(name, report)`` pairs of the same budget and data.
 
     Refuses (``ReportError``) reports whose budget, instance dimension, seeds, test
-    definitions or verdict rule differ, and cells that two reports both hold.
+    definitions or verdict rule differ, and cells that two reports both hold, unless
+    ``replace``: then a later report's cell replaces an earlier one's (a model measured
+    again), in the earlier one's place. Budgets are compared field by field, a field
+    that an older report lacks read at its default.
     """
     if len(reports) < 2:
         raise ReportError("merge needs at least two reports")
     (first_name, first), *others = reports
     for name, other in others:
         for key in COMPARABLE_KEYS:
-            if other.get(key) != first.get(key):
+            if comparable(other, key) != comparable(first, key):
                 raise ReportError(f"cannot merge {name} into {first_name}: their {key!r} "
                                   f"differ ({other.get(key)!r} vs {first.get(key)!r}); rerun "
                                   f"one of them with the other's settings")
@@ -255,15 +268,17 @@ def merge_reports(reports: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, An
                                   f"version of mil-assert")
             tests.setdefault(test, definition)
     seen: dict[tuple[str, str], str] = {}
-    results = []
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
     for name, report in reports:
         for result in report["results"]:
             cell = (result["model"], result["test"])
-            if cell in seen:
+            if cell in seen and not replace:
                 raise ReportError(f"cell {cell[0]} / {cell[1]} is in both {seen[cell]} and "
-                                  f"{name}; merge reports of different models or tests")
+                                  f"{name}; merge reports of different models or tests, or "
+                                  f"give --replace to keep the later one")
             seen[cell] = name
-            results.append(result)
+            cells[cell] = result
+    results = list(cells.values())
     merged = {key: value for key, value in first.items() if key != "results"}
     merged["tests"] = {test: tests[test] for test in
                        sorted(tests, key=lambda t: (list(TESTS).index(t) if t in TESTS
