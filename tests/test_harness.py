@@ -181,7 +181,7 @@ def test_a_loss_must_be_one_per_bag():
 
 
 def test_unknown_device_is_a_clear_error():
-    with pytest.raises(ValueError, match="auto, cpu or cuda"):
+    with pytest.raises(ValueError, match="auto, cpu, cuda or cuda:N"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
