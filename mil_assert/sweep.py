@@ -139,19 +139,22 @@ def cells_at(point: Point, tests: Sequence[str]) -> list[str]:
 
 
 def sweep_table(data: dict[str, Any]) -> str:
-    """A Markdown table: one row per (model, test), one column per point, each cell the
-    verdict and the mean test AUC, then each point's wall time."""
-    points = data["points"]
-    rows: dict[tuple[str, str], list[str]] = {}
-    for column, point in enumerate(points):
+    """A Markdown table: one row per point, one column per (model, test), each cell the
+    verdict and the mean test AUC (empty where the point's regime does not build the
+    test), then the point's wall time."""
+    columns: dict[tuple[str, str], None] = {}
+    rows = []
+    for point in data["points"]:
+        cells = {}
         for cell in point["report"]["results"]:
-            row = rows.setdefault((cell["model"], cell["test"]), [""] * len(points))
-            auc = cell.get("test_auc") or {}
-            mean = auc.get("mean")
-            row[column] = cell["verdict"] + ("" if mean is None else f" {mean:.2f}")
-    headers = ["model", "test", *(p["label"] for p in points)]
-    body = [[model, test, *cells] for (model, test), cells in rows.items()]
-    body.append(["wall time", "", *(f"{p['seconds']:.0f} s" for p in points)])
+            key = (cell["model"], cell["test"])
+            columns.setdefault(key)
+            mean = (cell.get("test_auc") or {}).get("mean")
+            cells[key] = cell["verdict"] + ("" if mean is None else f" {mean:.2f}")
+        rows.append((point["label"], cells, f"{point['seconds']:.0f} s"))
+    headers = ["point", *(f"{model} {test}" for model, test in columns), "wall time"]
+    body = [[label, *(cells.get(key, "") for key in columns), wall]
+            for label, cells, wall in rows]
     return tabulate(body, headers=headers, tablefmt="github")
 
 

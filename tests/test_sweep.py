@@ -58,9 +58,10 @@ def test_one_json_holds_a_report_per_point(tmp_path, capsys):
                      [("single_concept", None)]]  # the user's bags build one test
     assert data["points"][2]["report"]["instance_dim"] == 4
     assert all(p["seconds"] > 0 for p in data["points"])
-    assert "| tiny_max  | label_swap     |" in printed and "point 3/3: mine + poison" in printed
+    assert "| point " in printed and "tiny_max label_swap" in printed
+    assert "point 3/3: mine + poison" in printed
     assert status == (1 if "FAILED" in printed else 0)
-    header = next(line for line in printed.splitlines() if line.startswith("| model"))
+    header = next(line for line in printed.splitlines() if line.startswith("| point"))
     assert main(["render", str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == header
 
