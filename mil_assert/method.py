@@ -49,6 +49,17 @@ BIBTEX = r"""@inproceedings{raff2023reproducibility,
   year    = {2010}
 }
 
+@article{hanley1982meaning,
+  title   = {The meaning and use of the area under a receiver operating characteristic
+             ({ROC}) curve},
+  author  = {Hanley, James A. and McNeil, Barbara J.},
+  journal = {Radiology},
+  volume  = {143},
+  number  = {1},
+  pages   = {29--36},
+  year    = {1982}
+}
+
 @misc{mil_assert,
   author = {{mil-assert developers}},
   title = {mil-assert: algorithmic unit tests for deep Multiple Instance Learning models},
@@ -76,7 +87,17 @@ def method_text(report: dict[str, Any]) -> str:
     tests = list(dict.fromkeys(r["test"] for r in report["results"]))
     models = report_models(report)
     seeds = report["seeds"]
-    commit = f", commit {env['git_commit'][:10]}" if env.get("git_commit") else ""
+    sources = sources_of(report)
+    commit = ""
+    if len(sources) > 1:
+        commit = ", commits " + "; ".join(f"{c[:10]} ({', '.join(map(_tex, m))})"
+                                          for c, m in sources if c)
+    elif env.get("git_commit"):
+        commit = f", commit {env['git_commit'][:10]}"
+    rejudged = (report.get("rejudged") or {}).get("by") or {}
+    if rejudged.get("git_commit"):
+        commit += (f", verdicts judged again without retraining by the rule of commit "
+                   f"{rejudged['git_commit'][:10]}")
     described = "; ".join(f"\\texttt{{{_tex(t)}}} ({TEST_CITATIONS.get(t, t)})"
                           for t in tests)
     overrides = sorted({r["model"] for r in report["results"] if r.get("budget_overrides")})
@@ -95,6 +116,18 @@ def method_text(report: dict[str, Any]) -> str:
         f"neither that rule nor its capacity control (the same bags with the labels "
         f"unswapped, validation AUC below {learned:g}) counts as "
         f"unlearned." if unlearnable else "")
+    partial = [(t, report["tests"][t]["partial_rule_auc"]) for t in tests
+               if (report.get("tests") or {}).get(t, {}).get("partial_rule_auc") is not None]
+    partial_note = (
+        f" On {' and '.join(f'{chr(92)}texttt{{{_tex(t)}}}' for t, _ in partial)}, a seed "
+        f"counts as "
+        f"having learned the rule only when its validation AUC exceeds that of the best "
+        f"rule "
+        f"using one of the two required concepts "
+        f"({', '.join(f'{auc:.3f}' for _, auc in partial)}) by "
+        f"{rule.get('partial_sds', verdict.PARTIAL_SDS):g} standard deviations "
+        f"\\citep{{hanley1982meaning}}; below that, its partial rule neither passes nor "
+        f"fails." if partial and "partial_sds" in rule else "")
     paragraph = (
         f"We tested {len(models)} model(s) for compliance with the multiple instance "
         f"learning (MIL) assumptions \\citep{{dietterich1997solving,foulds2010review}} with "
@@ -113,21 +146,43 @@ def method_text(report: dict[str, Any]) -> str:
         f"when its test AUC falls below "
         f"{inverted_below:g} or, after learning (validation AUC at least "
         f"{learned:g}), drops by more than "
-        f"{rule.get('max_drop', verdict.MAX_DROP):g}.{unlearnable_note} A test is violated "
+        f"{rule.get('max_drop', verdict.MAX_DROP):g}.{unlearnable_note}{partial_note} A test is "
+        f"violated "
         f"when at least {rule.get('violating_seeds', verdict.VIOLATING_SEEDS)} seeds show a "
         f"violation. Runs used PyTorch "
         f"{env.get('torch', '?')} and Python {env.get('python', '?')} on "
         f"{env.get('device', '?')}."
     )
-    model_option = ",".join(models)
     dim = report.get("instance_dim", INSTANCE_DIM)
-    reproduce = (f"pytest --pyargs mil_assert.compliance --mil-model={model_option} "
-                 f"--mil-seeds={len(seeds)}" + (f" --mil-dim={dim}" if dim != INSTANCE_DIM else "")
-                 + " --mil-report=report.json")
-    return (paragraph + "\n\nTo reproduce (with mil-assert "
-            + str(env.get("mil_assert", "?"))
+
+    def reproduce(names: list[str]) -> str:
+        return (f"pytest --pyargs mil_assert.compliance --mil-model={','.join(names)} "
+                f"--mil-seeds={len(seeds)}" + (f" --mil-dim={dim}" if dim != INSTANCE_DIM
+                                               else "") + " --mil-report=report.json")
+
+    version = str(env.get("mil_assert", "?"))
+    if len(sources) > 1:
+        return (paragraph + f"\n\nTo reproduce (with mil-assert {version} at each commit "
+                f"installed):\n\n" + "".join(f"    # at commit {c}\n    {reproduce(m)}\n"
+                                              for c, m in sources))
+    return (paragraph + "\n\nTo reproduce (with mil-assert " + version
             + (f" at commit {env['git_commit']}" if env.get("git_commit") else "")
-            + f" installed):\n\n    {reproduce}\n")
+            + f" installed):\n\n    {reproduce(models)}\n")
+
+
+def sources_of(report: dict[str, Any]) -> list[tuple[str | None, list[str]]]:
+    """``(commit, models)`` per report a merged report was made from, models in matrix
+    order (one entry, the report's own commit and models, for a report that was not
+    merged)."""
+    order = report_models(report)
+    merged = [entry for entry in report.get("merged_from") or () if entry.get("models")]
+    if not merged:
+        return [(report["environment"].get("git_commit"), order)]
+    by_commit: dict[str | None, set[str]] = {}
+    for entry in merged:
+        by_commit.setdefault(entry["environment"].get("git_commit"), set()).update(
+            entry["models"])
+    return [(commit, [m for m in order if m in names]) for commit, names in by_commit.items()]
 
 
 def bibtex(report: dict[str, Any]) -> str:

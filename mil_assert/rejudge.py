@@ -25,14 +25,17 @@ from typing import Any
 
 from mil_assert.defaults import Budget
 from mil_assert.harness import finished_verdict
-from mil_assert.report import ReportError, build_report
+from mil_assert.registry import builtin_models
+from mil_assert.report import ReportError, build_report, environment
 from mil_assert.synthetic import TESTS
 
 
 def rejudge_report(report: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``report`` with every finished cell's verdict, message and
-    ``control_skipped`` from this version's rule, and this version's verdict rule and test
-    definitions; the earlier ones are kept under ``"rejudged"``."""
+    ``control_skipped`` from this version's rule, the built-in models' declarations of
+    this version, and this version's verdict rule and test definitions; the earlier rule
+    and definitions, the verdicts that changed and the version that judged are kept under
+    ``"rejudged"``."""
     data = copy.deepcopy(report)
     current = build_report([], [], data["seeds"], Budget(), data["instance_dim"], "cpu",
                            tests=list(data.get("tests") or ()))
@@ -64,8 +67,18 @@ def rejudge_report(report: dict[str, Any]) -> dict[str, Any]:
             changed.append({"model": cell["model"], "test": cell["test"],
                             "from": cell["verdict"], "to": verdict})
         cell.update(verdict=verdict, message=message, control_skipped=skipped)
+    declared = builtin_models()
+    for cell in data["results"]:
+        spec = declared.get(cell["model"])
+        if spec is not None:  # a built-in model: this version's declaration
+            expected = spec.expected.get(cell["test"])
+            cell["expected"] = None if expected is None else expected.verdict
+            cell["expected_reason"] = None if expected is None else expected.reason
+    here = environment("cpu")
     data["rejudged"] = {"verdict_rule": report.get("verdict_rule"),
-                        "tests": report.get("tests"), "changed": changed}
+                        "tests": report.get("tests"), "changed": changed,
+                        "by": {"mil_assert": here["mil_assert"],
+                               "git_commit": here["git_commit"]}}
     data["verdict_rule"] = current["verdict_rule"]
     data["tests"] = current["tests"]
     return data

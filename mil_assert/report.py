@@ -289,8 +289,11 @@ def merge_reports(reports: Sequence[tuple[str, dict[str, Any]]],
         "reports": [name for name, _ in stopped],
         "missing": (None if any(entry.get("missing") is None for _, entry in stopped)
                     else sum(entry["missing"] for _, entry in stopped))}
+    kept_from = {name: list(dict.fromkeys(model for (model, _), source in seen.items()
+                                          if source == name)) for name, _ in reports}
     merged["merged_from"] = [{"report": name, "environment": report["environment"],
-                              "interrupted": report.get("interrupted")}
+                              "interrupted": report.get("interrupted"),
+                              "models": kept_from[name]}
                              for name, report in reports]
     models = list(dict.fromkeys(r["model"] for r in results))
     merged["results"] = [r.as_dict() for r in order_results(

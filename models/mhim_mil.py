@@ -210,15 +210,16 @@ SPEC = ModelSpec(
     stackable=False,  # dropout and random masking in every training step
     in_default_run=False,
     expected={
-        "single_concept": Expected("inconclusive", "the teacher's top instance (the poison in "
-                                   "negatives) is masked: 2 of 5 seeds learn the concept (test "
-                                   "AUC 0.95-0.96), 3 read the unseen poison as positive "
-                                   "(validation AUC 0.00)"),
-        "threshold_poisoned": Expected("violation", "the poison shortcut on 2 of 5 seeds "
-                                       "(validation AUC 1.00, test 0.00); 3 do not learn"),
-        "false_frequency": Expected("violation", "the attention-weighted mean counts concept "
-                                    "copies: test AUC 0.29-0.39, inverted, on 4 of 5 seeds"),
+        "single_concept": Expected("inconclusive", "6 of 12 seeds learn the concept (test "
+                                   "AUC 0.89-0.94); 5 read the poison, masked from the "
+                                   "student, as positive (validation 0.00-0.13), 1 inverts"),
+        "threshold_poisoned": Expected("violation", "the poison shortcut on 3 of 12 seeds "
+                                       "(validation 1.00, test 0.00); 6 learn a partial rule "
+                                       "(validation 0.76-0.78), 3 do not learn"),
+        "false_frequency": Expected("inconclusive", "no majority: 5 of 12 seeds learn a "
+                                    "partial rule (validation 0.75-0.79), 6 do not learn, 1 "
+                                    "inverts (test 0.38)"),
         "label_swap": Expected("violation", "softmax attention uses absence as positive "
-                               "evidence: held-out AUC 0.87-0.98 on 5 of 5 seeds"),
+                               "evidence: held-out AUC 0.93-0.98 on 12 of 12 seeds"),
     },
 )

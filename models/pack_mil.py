@@ -172,13 +172,13 @@ SPEC = ModelSpec(
     respects=(),
     expected={
         "single_concept": Expected("violation", "attention uses the poison: test AUC "
-                                   "0.05-0.27 on 4 of 5 seeds (validation 0.97-1.00)"),
+                                   "0.02-0.38 on 11 of 12 seeds (validation 1.00)"),
         "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC "
-                                       "0.00-0.01 on 5 of 5 seeds"),
+                                       "0.00-0.07 on 12 of 12 seeds"),
         "false_frequency": Expected("violation", "attention pooling counts concept copies: "
-                                    "test AUC 0.01-0.09 on 5 of 5 seeds"),
+                                    "test AUC 0.01-0.11 on 12 of 12 seeds"),
         "label_swap": Expected("violation", "attention uses absence as positive evidence: "
-                               "held-out AUC 0.98-0.99 on 5 of 5 seeds"),
+                               "held-out AUC 0.97-0.99 on 12 of 12 seeds"),
     },
     stackable=False,
     in_default_run=False,
