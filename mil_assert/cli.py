@@ -394,9 +394,7 @@ def dims_command(args: argparse.Namespace) -> int:
     if args.report is not None:
         print(f"result written to {args.report}")
     if data["interrupted"]:
-        stopped_by = last_stop_signal() or signal.SIGINT
-        print(f"mil-assert: interrupted ({signal_name(stopped_by)})", file=sys.stderr)
-        return exit_status(stopped_by)
+        return interrupted_status()
     return 0 if sweep_passed(data) else 1
 
 
@@ -438,10 +436,15 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.report is not None:
         print(f"sweep written to {args.report}")
     if data["interrupted"]:
-        stopped_by = last_stop_signal() or signal.SIGINT
-        print(f"mil-assert: interrupted ({signal_name(stopped_by)})", file=sys.stderr)
-        return exit_status(stopped_by)
+        return interrupted_status()
     return 1 if failures else 0
+
+
+def interrupted_status() -> int:
+    """Say which signal stopped a sweep and return its exit status (130, 143, 129)."""
+    stopped_by = last_stop_signal() or signal.SIGINT
+    print(f"mil-assert: interrupted ({signal_name(stopped_by)})", file=sys.stderr)
+    return exit_status(stopped_by)
 
 
 def positive_size(text: str) -> int:
