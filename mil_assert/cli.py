@@ -449,13 +449,10 @@ def interrupted_status() -> int:
 
 def positive_size(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+        return positive(text)
+    except (ValueError, argparse.ArgumentTypeError):
         raise ValueError(f"--bag-sizes: {text.strip()!r} is not a positive number of "
-                         f"instances or 'default'")
-    return value
+                         f"instances or 'default'") from None
 
 
 def choices_of(text: str, choices: Sequence[str], option: str) -> list[str]:

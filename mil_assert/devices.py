@@ -89,14 +89,7 @@ def describe_device(device: torch.device) -> str:
     """The device in words: GPU name, or CPU model, core count and torch threads."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA), torch {torch.__version__}"
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            name = next(line.split(":", 1)[1].strip() for line in info
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"CPU: {name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
+    return (f"CPU: {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
             f"torch {torch.__version__}")
 
 

@@ -23,10 +23,9 @@ import copy
 import json
 from typing import Any
 
-from mil_assert.defaults import Budget
 from mil_assert.harness import finished_verdict
 from mil_assert.registry import builtin_models
-from mil_assert.report import ReportError, build_report, environment
+from mil_assert.report import ReportError, environment, test_definitions, verdict_rule
 from mil_assert.synthetic import TESTS
 
 
@@ -37,11 +36,10 @@ def rejudge_report(report: dict[str, Any]) -> dict[str, Any]:
     and definitions, the verdicts that changed and the version that judged are kept under
     ``"rejudged"``."""
     data = copy.deepcopy(report)
-    current = build_report([], [], data["seeds"], Budget(), data["instance_dim"], "cpu",
-                           tests=list(data.get("tests") or ()))
-    current = json.loads(json.dumps(current))  # tuples as the report stores them: lists
+    # tuples as a report stores them: lists
+    tests = json.loads(json.dumps(test_definitions(data.get("tests") or ())))
     for name, before in (data.get("tests") or {}).items():
-        now = current["tests"].get(name, {}).get("generator_parameters", {})
+        now = tests.get(name, {}).get("generator_parameters", {})
         moved = {key: (value, now.get(key))
                  for key, value in before.get("generator_parameters", {}).items()
                  if now.get(key) != value}
@@ -79,6 +77,6 @@ def rejudge_report(report: dict[str, Any]) -> dict[str, Any]:
                         "tests": report.get("tests"), "changed": changed,
                         "by": {"mil_assert": here["mil_assert"],
                                "git_commit": here["git_commit"]}}
-    data["verdict_rule"] = current["verdict_rule"]
-    data["tests"] = current["tests"]
+    data["verdict_rule"] = verdict_rule()
+    data["tests"] = tests
     return data

@@ -7,7 +7,7 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,25 +156,34 @@ def build_report(results: Sequence[CellResult], models: Sequence[str], seeds: Se
         "instance_dim": dim,
         "regime": (regime or Regime()).as_dict(),
         "seeds": [int(s) for s in seeds],
-        "tests": {name: {"assumption": t.assumption, "kind": t.kind, "source": t.source,
-                         "generator_parameters": generator_parameters(name),
-                         "partial_rule_auc": t.partial_rule_auc}
-                  for name, t in TESTS.items() if name in ran},
-        "verdict_rule": {"chance": verdict.CHANCE, "margin": verdict.MARGIN,
-                         "learned_auc": verdict.LEARNED_AUC, "max_drop": verdict.MAX_DROP,
-                         "violating_seeds": verdict.VIOLATING_SEEDS,
-                         "partial_sds": verdict.PARTIAL_SDS,
-                         "capacity_control": verdict.CAPACITY_CONTROL,
-                         "rule": "each seed is judged on its own; violation if at least "
-                                 "violating_seeds seeds show the shortcut, pass if seeds "
-                                 "that kept the ranking are a strict majority; on a test "
-                                 "with a partial_rule_auc a seed whose validation AUC is "
-                                 "below it plus partial_sds standard deviations (Hanley-"
-                                 "McNeil, 250 + 250 bags) is partial, neither kept nor lost"},
+        "tests": test_definitions(ran),
+        "verdict_rule": verdict_rule(),
         "learned_nothing": untrained_lines(results),
         "results": [r.as_dict() for r in order_results(results, models)],
     }
 
+
+def test_definitions(names: Iterable[str]) -> dict[str, Any]:
+    """What a report records of each test of ``names`` (in the suite's order): its
+    assumption, kind, source, generator parameters and partial-rule AUC."""
+    ran = set(names)
+    return {name: {"assumption": t.assumption, "kind": t.kind, "source": t.source,
+                   "generator_parameters": generator_parameters(name),
+                   "partial_rule_auc": t.partial_rule_auc}
+            for name, t in TESTS.items() if name in ran}
+
+
+def verdict_rule() -> dict[str, Any]:
+    """The verdict rule's thresholds and wording, as a report records them."""
+    return {"chance": verdict.CHANCE, "margin": verdict.MARGIN,
+            "learned_auc": verdict.LEARNED_AUC, "max_drop": verdict.MAX_DROP,
+            "violating_seeds": verdict.VIOLATING_SEEDS, "partial_sds": verdict.PARTIAL_SDS,
+            "capacity_control": verdict.CAPACITY_CONTROL,
+            "rule": "each seed is judged on its own; violation if at least violating_seeds "
+                    "seeds show the shortcut, pass if seeds that kept the ranking are a "
+                    "strict majority; on a test with a partial_rule_auc a seed whose "
+                    "validation AUC is below it plus partial_sds standard deviations "
+                    "(Hanley-McNeil, 250 + 250 bags) is partial, neither kept nor lost"}
 
 class ReportError(ValueError):
     """A report file that cannot be read, or reports that cannot be merged."""
