@@ -186,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     rejudge.add_argument("report", help="a JSON report")
     rejudge.add_argument("-o", "--output", required=True, help="the rejudged JSON report")
 
+    compare = commands.add_parser(
+        "compare", help="two reports of the same cells side by side (a GPU run against the "
+                        "CPU reference): verdicts, AUC changes and speed-up; exit 1 when a "
+                        "verdict on the same seeds differs")
+    compare.add_argument("reference", help="the reference JSON report (e.g. the CPU run)")
+    compare.add_argument("new", help="the JSON report to compare with it")
+
     bags = commands.add_parser(
         "bags-from-csv", help="turn a CSV of instances (label,bag,features...; the classic MIL "
                               "benchmarks' layout) into a folder for --data")
@@ -528,6 +535,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             count = bags_from_csv(args.csv, args.folder, args.standardize)
             print(f"{count} bags written to {args.folder} (use --data {args.folder})")
+        elif args.command == "compare":
+            from mil_assert.compare import compare_reports, comparison_lines
+
+            comparison = compare_reports(load_report(args.reference), load_report(args.new))
+            print("\n".join(comparison_lines(comparison)))
+            return 1 if comparison.disagreements else 0
         elif args.command == "rejudge":
             from mil_assert.rejudge import rejudge_report
 
