@@ -248,6 +248,19 @@ def report_models(data: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(result["model"] for result in data["results"]))
 
 
+def sources_kept(name: str, report: dict[str, Any], kept: list[str]) -> list[dict[str, Any]]:
+    """The ``merged_from`` entries a merge takes from one input: the input itself, or,
+    where the input was merged before, its own sources, so that each model keeps the
+    commit and environment it was measured at; ``kept``: the input's models whose cells
+    the merge keeps."""
+    earlier = report.get("merged_from") or ()
+    if not earlier:
+        return [{"report": name, "environment": report["environment"],
+                 "interrupted": report.get("interrupted"), "models": kept}]
+    return [{**entry, "models": [model for model in entry.get("models") or () if model in kept]}
+            for entry in earlier]
+
+
 def merge_reports(reports: Sequence[tuple[str, dict[str, Any]]],
                   replace: bool = False) -> dict[str, Any]:
     """One report from several ``(name, report)`` pairs of the same budget and data.
@@ -300,10 +313,8 @@ def merge_reports(reports: Sequence[tuple[str, dict[str, Any]]],
                     else sum(entry["missing"] for _, entry in stopped))}
     kept_from = {name: list(dict.fromkeys(model for (model, _), source in seen.items()
                                           if source == name)) for name, _ in reports}
-    merged["merged_from"] = [{"report": name, "environment": report["environment"],
-                              "interrupted": report.get("interrupted"),
-                              "models": kept_from[name]}
-                             for name, report in reports]
+    merged["merged_from"] = [entry for name, report in reports
+                             for entry in sources_kept(name, report, kept_from[name])]
     models = list(dict.fromkeys(r["model"] for r in results))
     merged["results"] = [r.as_dict() for r in order_results(
         [CellResult.from_dict(r) for r in results], models)]

@@ -30,9 +30,11 @@ real instances of a mini-batch of bags):
 
 The bag score is the mean of the instances' positive-class probabilities (the main bag
 AUC of the authors' CAMELYON16 script ``train_withbag_cam.py``; ``bag_score="max"``, the
-built-in ``ins_max``, takes their maximum instead, the bag score of their feature-input
-script ``train_onlybag_feat_by_bagcls.py``, which the CAMELYON16 script also computes);
-the logit is its log-odds. Training is the same for both.
+built-in ``ins_max``, takes their maximum instead, which that script computes beside the
+mean); the logit is its log-odds. Training is the same for both. (Their feature-input
+script ``train_onlybag_feat_by_bagcls.py`` scores a bag with neither: its ``test`` reads
+the second entry of the softmax of the softmaxed mean of the instances' trunk features,
+the ``bag_flag`` output of their ``model.py``, a maximum over one row.)
 
 Shapes: ``X`` float ``[B, N, D]``, ``mask`` bool ``[B, N]`` -> bag logits ``[B]``. In
 ``batch_loss`` the ``I`` real instances of the batch are flattened: logits ``[I, 2]``,

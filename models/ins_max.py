@@ -1,9 +1,9 @@
 """INS scored by the maximum of its instance probabilities.
 
 Qu et al., IEEE TCSVT 2024 (arXiv 2307.02249): the same model and training as
-:mod:`mil_assert.models.ins`; only the bag score differs. The authors' feature-input
-script ``train_onlybag_feat_by_bagcls.py`` scores a bag by the maximum of its instances'
-positive-class probabilities, and their CAMELYON16 script computes it beside the mean.
+:mod:`mil_assert.models.ins`; only the bag score differs. The authors' CAMELYON16
+script ``train_withbag_cam.py`` computes the maximum of the instances' positive-class
+probabilities beside the mean it reports as its bag AUC.
 The maximum is set-monotone and count-free, so what INS's verdicts owe to the mean and
 what they owe to its instance classifier can be told apart.
 

@@ -44,10 +44,15 @@ Simplified or changed:
   measured at 10 (``rate=5`` builds theirs; not re-run, its four 12-seed cells took 51 min
   of cell time);
 - width 32 by default (the authors: 512; at 512 a training step of one seed takes 0.43 s
-  of CPU here, 23 times the 18 ms at width 32) and no dropout by default (the
-  authors: 0.25 after the embedding; ``dropout=0.25`` restores it, drawn instance by
-  instance): without it the harness trains the seeds of a cell as one stacked model
-  (the parameters that are not Linear or LayerNorm carry a members axis for it);
+  of CPU here, 23 times the 18 ms at width 32);
+- ReLU after the embedding, where the authors' classification builds pass
+  ``act='gelu'`` (their ``utils/core_utils.py``, the ``mamba_mil`` branch): every verdict
+  here was measured with ReLU;
+- no dropout by default, as the authors' three classification scripts (``--drop_out 0``;
+  their parser's default 0.25 is passed by their survival script only; ``dropout=0.25``
+  gives it, drawn instance by instance): without it the harness trains the seeds of a
+  cell as one stacked model (the parameters that are not Linear or LayerNorm carry a
+  members axis for it);
 - masks (padding never changes a logit): each bag's real instances are moved to the
   front, in order, and its SR order is built from its own length ``n``; the SR
   sequence's filler places (where the authors put zero vectors when ``n`` is not a

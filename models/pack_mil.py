@@ -5,9 +5,9 @@ Instance Learning Framework", 2025 (arXiv 2509.20923). Written here from the pap
 from reading the authors' code (FangHeng/PackMIL, Apache-2.0; nothing copied), with its
 attention-MIL backbone (ABMIL, Ilse et al., ICML 2018).
 
-The backbone: ``Linear(D, width, bias=False) -> GELU -> Dropout(0.25)``; attention
-``Linear(width, 128, bias=False) -> Tanh -> Linear(128, 1, bias=False)``, softmax over the
-bag; a two-class linear classifier. Training (``batch_loss``, over a mini-batch):
+The backbone: ``Linear(D, width) -> GELU -> Dropout(0.25)``; attention
+``Linear(width, 128) -> Tanh -> Linear(128, 1)``, softmax over the bag; a two-class linear
+classifier. Training (``batch_loss``, over a mini-batch):
 
 - each bag's instances are split at random into a kept half and a dropped half
   (``token_dropout = 0.5``); bags smaller than ``min_seq_len`` go whole into both;
@@ -26,16 +26,22 @@ Inference (``forward``): each bag whole, alone, through the backbone; the logit 
 Shapes: ``X`` float ``[B, N, D]``, ``mask`` bool ``[B, N]`` -> bag logits ``[B]``. Packs:
 ``[P, L, D]`` with a segment index ``[P, L]`` (the bag of each place, ``-1`` for padding).
 
-Faithful: the ABMIL backbone of the authors' code at its defaults (no biases in the
-backbone, GELU, dropout 0.25, Xavier-normal initialisation), random halves, sequential
-packing with per-bag masked attention, the residual branch on the dropped instances of
-several bags with mixup targets and the focal loss, the loss weights of the authors'
-BRCA configuration (``aux_alpha = 0.2``, focal residual loss, token dropout 0.5),
-bag-level prediction at inference.
+Faithful: the ABMIL backbone of the authors' code as their BRCA run builds it (biases on:
+their option parser sets ``mil_bias = not no_mil_bias``, options.py:225, over the class
+default of none; GELU, dropout 0.25, Xavier-normal initialisation, zero biases), random
+halves, sequential packing with per-bag masked attention, the residual branch on the
+dropped instances of several bags with mixup targets and the focal loss, the loss weights
+of the authors' BRCA configuration (``aux_alpha = 0.2``, focal residual loss, token
+dropout 0.5), bag-level prediction at inference.
 
 Simplified, for bags of 1-50 instances instead of thousands:
+- width 64 (the authors' 512; ``pack_mil@width=512`` builds theirs);
 - ``min_seq_len = 4`` and ``pack_len = 128`` instances (the authors: 128 and 2400, with
-  bags far larger than both);
+  bags far larger than both). Their values applied as written switch the method off at
+  these sizes: every bag is under ``min_seq_len x r`` = 512 instances, so it goes whole
+  into both branches (no token dropout), and one pack holds a step's 32 bags, so the
+  residual branch pools them all as one bag (measured from their code:
+  [authors' code](../docs/authors-code.md));
 - no ADS down-sampling (the authors' BRCA configuration, ``pack_downsample_mode: ads``
   with ``r = 4``, pools instances 4 to 1 with a learned attention in both halves of every
   bag in training, the kept and the dropped, and the whole bag at inference; here every
@@ -106,9 +112,8 @@ class PackMIL(nn.Module):
                  min_seq_len: int = 4, pack_len: int = 128, aux_alpha: float = 0.2,
                  dropout: float = 0.25) -> None:
         super().__init__()
-        self.embed = nn.Sequential(nn.Linear(dim, width, bias=False), nn.GELU())
-        self.attention = nn.Sequential(nn.Linear(width, 128, bias=False), nn.Tanh(),
-                                       nn.Linear(128, 1, bias=False))
+        self.embed = nn.Sequential(nn.Linear(dim, width), nn.GELU())
+        self.attention = nn.Sequential(nn.Linear(width, 128), nn.Tanh(), nn.Linear(128, 1))
         self.classifier = nn.Linear(width, 2)
         self.dropout, self.token_dropout, self.min_seq_len = dropout, token_dropout, min_seq_len
         self.pack_len, self.aux_alpha = pack_len, aux_alpha
@@ -172,13 +177,13 @@ SPEC = ModelSpec(
     respects=(),
     expected={
         "single_concept": Expected("violation", "attention uses the poison: test AUC "
-                                   "0.02-0.38 on 11 of 12 seeds (validation 1.00)"),
+                                   "0.00-0.41 on 11 of 12 seeds (validation 1.00)"),
         "threshold_poisoned": Expected("violation", "the poison shortcut again: test AUC "
-                                       "0.00-0.07 on 12 of 12 seeds"),
+                                       "0.00 on 12 of 12 seeds"),
         "false_frequency": Expected("violation", "attention pooling counts concept copies: "
-                                    "test AUC 0.01-0.11 on 12 of 12 seeds"),
+                                    "test AUC 0.01-0.13 on 12 of 12 seeds"),
         "label_swap": Expected("violation", "attention uses absence as positive evidence: "
-                               "held-out AUC 0.97-0.99 on 12 of 12 seeds"),
+                               "held-out AUC 0.98-0.99 on 12 of 12 seeds"),
     },
     stackable=False,
     in_default_run=False,

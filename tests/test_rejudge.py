@@ -98,3 +98,23 @@ def test_judging_again_takes_this_versions_declarations():
     declared = cell(after, "focus_mil", "threshold_poisoned")
     assert declared["expected"] == "inconclusive" == declared["verdict"]
     assert after["rejudged"]["by"]["mil_assert"]
+
+
+def test_merging_a_merged_report_keeps_each_models_commit():
+    """The committed table was itself merged from runs at two commits; merging a third
+    run into it must keep mhim_mil's and ins_max's commit, not credit the first input's
+    commit with every model it holds."""
+    old = json.loads((REPORTS / "recent-systems.json").read_text())
+    commits = {model: entry["environment"]["git_commit"]
+               for entry in old["merged_from"] for model in entry["models"]}
+    again = copy.deepcopy(old)
+    again.pop("merged_from")
+    again["results"] = [copy.deepcopy(cell(old, "acmil", "label_swap"))]
+    again["environment"]["git_commit"] = "f" * 40
+    merged = merge_reports([("old", old), ("again", again)], replace=True)
+    after = {}
+    for entry in merged["merged_from"]:
+        for model in entry["models"]:
+            after.setdefault(model, set()).add(entry["environment"]["git_commit"])
+    assert after.pop("acmil") == {commits["acmil"], "f" * 40}  # three of its cells stay
+    assert after == {model: {commit} for model, commit in commits.items() if model != "acmil"}
