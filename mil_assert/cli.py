@@ -368,9 +368,9 @@ def check_command(args: argparse.Namespace) -> int:
         print(f"mil-assert: interrupted after {len(report.results)} of {report.cells} cells "
               f"({report.stopped_by})", file=sys.stderr)
         return exit_status(outcome.signal or signal.SIGINT)
-    failed = len(report.failures)
-    print(f"gate: {'passed' if report.passed else 'failed'} ({len(report.results)} cells, "
-          f"{failed} failing)")
+    failures = len(report.failures)
+    print(f"gate: {'passed' if report.passed else 'failed'} ({len(report.results)} cell(s), "
+          f"{failures} failure(s))")
     if report.untrained:
         return LEARNED_NOTHING_STATUS
     return 0 if report.passed else 1
