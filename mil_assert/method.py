@@ -118,13 +118,11 @@ def method_text(report: dict[str, Any]) -> str:
         f"unlearned." if unlearnable else "")
     partial = [(t, report["tests"][t]["partial_rule_auc"]) for t in tests
                if (report.get("tests") or {}).get(t, {}).get("partial_rule_auc") is not None]
+    partial_tests = " and ".join(f"\\texttt{{{_tex(t)}}}" for t, _ in partial)
     partial_note = (
-        f" On {' and '.join(f'{chr(92)}texttt{{{_tex(t)}}}' for t, _ in partial)}, a seed "
-        f"counts as "
-        f"having learned the rule only when its validation AUC exceeds that of the best "
-        f"rule "
-        f"using one of the two required concepts "
-        f"({', '.join(f'{auc:.3f}' for _, auc in partial)}) by "
+        f" On {partial_tests}, a seed counts as having learned the rule only when its "
+        f"validation AUC exceeds that of the best rule using one of the two required "
+        f"concepts ({', '.join(f'{auc:.3f}' for _, auc in partial)}) by "
         f"{rule.get('partial_sds', verdict.PARTIAL_SDS):g} standard deviations "
         f"\\citep{{hanley1982meaning}}; below that, its partial rule neither passes nor "
         f"fails." if partial and "partial_sds" in rule else "")

@@ -8,11 +8,23 @@ train every seed of a cell as one model (:mod:`mil_assert.stacking`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from mil_assert import MembersAxis
+
+
+def xavier_linears(modules: Iterable[nn.Module]) -> None:
+    """Xavier-normal weights and zero biases for every ``nn.Linear`` of ``modules``, in
+    their order: the initialisation of the recent systems' authors' code (MHIM-MIL,
+    RRT-MIL, MambaMIL, PackMIL)."""
+    for module in modules:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 class BagConstant(MembersAxis, nn.Module):

@@ -77,6 +77,7 @@ from torch.autograd.function import once_differentiable
 
 from mil_assert import Expected, MembersAxis, ModelSpec
 from mil_assert.models._draws import instance_dropout
+from mil_assert.models._layers import xavier_linears
 from mil_assert.models._pooling import masked_softmax
 from mil_assert.models.rrt_mil import real_first
 
@@ -373,11 +374,7 @@ class MambaMIL(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.attention = nn.Sequential(nn.Linear(width, 128), nn.Tanh(), nn.Linear(128, 1))
         self.head = nn.Linear(width, 1)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_normal_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        xavier_linears(self.modules())
 
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         X, lengths = real_first(X, mask)

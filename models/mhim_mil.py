@@ -74,6 +74,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits, log_softmax, s
 
 from mil_assert import Expected, ModelSpec
 from mil_assert.models._draws import instance_dropout, instance_uniform
+from mil_assert.models._layers import xavier_linears
 from mil_assert.models._pooling import masked_softmax
 
 AUTHORS_STEPS = 200 * 266
@@ -97,15 +98,6 @@ class AttentionBase(nn.Module):
         return torch.einsum("bn,bnf->bf", a, h), a
 
 
-def authors_init(layers) -> None:
-    """The authors' initialisation: Xavier-normal weights and zero biases of every Linear."""
-    for layer in layers:
-        if isinstance(layer, nn.Linear):
-            nn.init.xavier_normal_(layer.weight)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-
-
 def random_subset(candidates: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """bool ``[B, N]``: ``count [B]`` of each bag's ``candidates [B, N]``, drawn at random
     (instance-major draws, so padding never changes them)."""
@@ -123,7 +115,7 @@ class MHIMMIL(nn.Module):
         super().__init__()
         self.student = AttentionBase(dim, width, attention_width, dropout)
         self.predictor = nn.Linear(width, 1)
-        authors_init(self.modules())
+        xavier_linears(self.modules())
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.mask_ratio = mask_ratio
         self.mask_ratio_h = mask_ratio_h
@@ -181,7 +173,7 @@ class MHIMMIL(nn.Module):
         from its first layer (``init_stu_type=fc``)."""
         if progress.epoch + 1 == max(1, progress.epochs // 2) and progress.epochs > 1:
             self.teacher.load_state_dict(self.student.state_dict())
-            authors_init([*self.student.attention, self.predictor])
+            xavier_linears([*self.student.attention, self.predictor])
             self.teacher_on = True
             self.high_ratio = self.mask_ratio_h
             self.stage_start = (progress.epoch + 1) * progress.steps_per_epoch

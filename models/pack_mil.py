@@ -62,6 +62,7 @@ from torch import nn
 
 from mil_assert import Expected, ModelSpec
 from mil_assert.models._draws import instance_dropout, instance_uniform
+from mil_assert.models._layers import xavier_linears
 from mil_assert.models._pooling import masked_softmax
 
 
@@ -117,11 +118,7 @@ class PackMIL(nn.Module):
         self.classifier = nn.Linear(width, 2)
         self.dropout, self.token_dropout, self.min_seq_len = dropout, token_dropout, min_seq_len
         self.pack_len, self.aux_alpha = pack_len, aux_alpha
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_normal_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        xavier_linears(self.modules())
 
     def segment_logits(self, X: torch.Tensor, segment: torch.Tensor,
                        segments: int) -> torch.Tensor:

@@ -71,6 +71,7 @@ from torch import nn
 
 from mil_assert import Expected, ModelSpec
 from mil_assert.models._draws import instance_dropout
+from mil_assert.models._layers import xavier_linears
 from mil_assert.models._pooling import masked_softmax
 
 
@@ -217,11 +218,7 @@ class RRTMIL(nn.Module):
         self.attention = nn.Sequential(nn.Linear(width, 128, bias=False), nn.ReLU(),
                                        nn.Linear(128, 1, bias=False))
         self.head = nn.Linear(width, 1)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_normal_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        xavier_linears(self.modules())
 
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         X, lengths = real_first(X, mask)
