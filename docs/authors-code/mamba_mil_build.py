@@ -26,9 +26,13 @@ What runs: SRMamba's fused path (``use_fast_path=True``, its default; ``srmamba.
 the only path their scripts run. It calls CUDA extensions through the authors' unmodified
 autograd Functions (``MambaInnerFnNoOutProj``, hand-written backward). They are replaced by the
 stand-in modules in ``standins/`` (``causal_conv1d``, ``causal_conv1d_cuda``,
-``selective_scan_cuda``), written here in plain PyTorch; the scan is ``selective_scan_ref``, the
-reference recurrence in the authors' own vendored ``selective_scan_interface.py`` (Apache-2.0),
-and each stand-in's backward is autograd's gradient of its forward. ``repo/mamba`` is put on
+``selective_scan_cuda``), written here in plain PyTorch. The convolution's backward is
+autograd's gradient of its forward. The scan (``mamba_mil_standins/selective_scan_cuda.py``
+beside this file) computes the function of ``selective_scan_ref``, the reference recurrence
+in the authors' own vendored ``selective_scan_interface.py`` (Apache-2.0), one multiply-add
+per position, keeps every position's state where the kernel keeps its chunk states, and
+writes its backward out; it equals ``selective_scan_ref`` and autograd's gradients through
+it to a relative 4e-7 (``check_scan.py`` in the scratch folder). ``repo/mamba`` is put on
 ``sys.path`` as ``pip install ./mamba`` would install it (``mamba_ssm``), without its CUDA build;
 ``transformers`` (4.38.2, real) is installed because their package ``__init__`` imports its
 language-model code. Their non-fused path cannot run: ``srmamba.py:308`` reads an undefined
